@@ -1,0 +1,15 @@
+//! minordpo: preference tuning (DPO, MinorDPO) of Hugging Face causal LMs on Burn, portable across
+//! wgpu GPUs (Vulkan, Metal, DX12) and the CPU.
+//!
+//! The library is usable without the CLI: load a model with [`model::CausalLm::load`], a tokenizer
+//! with [`tokenizer::Tokenizer::load`], pick a device with [`device::select`], and generate with
+//! [`generate::generate`].
+
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

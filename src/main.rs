@@ -1,0 +1,178 @@
+//! The `minordpo` command line: `devices` and `generate` (training commands arrive with the
+//! preference-tuning work).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use minordpo::device::{self, DeviceChoice};
+use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
+use minordpo::model::CausalLm;
+use minordpo::sampling::Sampling;
+use minordpo::tokenizer::{Message, Tokenizer};
+
+/// Preference-tune Hugging Face causal LMs with DPO and MinorDPO, on any GPU or the CPU.
+#[derive(Parser)]
+#[command(name = "minordpo", version, about, long_about = None)]
+struct Cli {
+    /// Where to run: `auto` picks a real GPU through wgpu when there is one and the CPU
+    /// otherwise; `wgpu` accepts any adapter (software ones too); `cpu` (= `flex`) and
+    /// `ndarray` are Burn's CPU backends.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU adapters wgpu finds (name, type, graphics API) and what `auto` would pick.
+    Devices,
+    /// Generate text from a Hugging Face model directory, streaming it to stdout.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "chat"])))]
+struct GenerateArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json, …).
+    #[arg(long)]
+    model: PathBuf,
+    /// Raw prompt text, tokenized with the tokenizer's special tokens (e.g. BOS), no template.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A user message, wrapped in the model's chat template with an assistant turn opened.
+    #[arg(long)]
+    chat: Option<String>,
+    /// A system message placed before `--chat` (needs `--chat`).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Most tokens to generate (fewer if EOS comes first).
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy. Default: generation_config.json's when it samples,
+    /// else greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (1 = off).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => run_devices(),
+        Command::Generate(args) => run_generate(cli.device, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_devices() -> anyhow::Result<()> {
+    let adapters = device::list_adapters();
+    if adapters.is_empty() {
+        println!("no wgpu adapter found (no Vulkan, Metal or DX12 driver)");
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!(
+            "[{i}] {}  type: {}  api: {:?}  driver: {}",
+            a.name,
+            a.kind(),
+            a.backend,
+            if a.driver.is_empty() { "?" } else { &a.driver }
+        );
+    }
+    match device::auto_gpu(&adapters) {
+        Some(gpu) => println!(
+            "auto: wgpu on {} ({}, {:?})",
+            gpu.name,
+            gpu.kind(),
+            gpu.backend
+        ),
+        None => println!("auto: cpu (flex backend) — no hardware GPU adapter"),
+    }
+    Ok(())
+}
+
+fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> {
+    let selected = device::select(choice)?;
+    eprintln!("device: {}", selected.description);
+    let started = Instant::now();
+    let tokenizer = Tokenizer::load(&args.model)?;
+    let model = CausalLm::load(&args.model, &selected.device)?;
+    let defaults = GenerationDefaults::load(&args.model)?;
+    eprintln!(
+        "model: {} ({} layers, {:.1}M parameters) loaded in {:.1}s",
+        model.config.architecture.hf_name(),
+        model.config.num_hidden_layers,
+        model.config.num_parameters() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let prompt_ids = match (&args.prompt, &args.chat) {
+        (Some(prompt), _) => tokenizer.encode(prompt, true)?,
+        (None, Some(chat)) => {
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push(Message::new("system", system));
+            }
+            messages.push(Message::new("user", chat));
+            let text = tokenizer.apply_chat_template(&messages, true)?;
+            tokenizer.encode(&text, false)?
+        }
+        (None, None) => unreachable!("clap requires --prompt or --chat"),
+    };
+
+    let base = defaults.sampling();
+    let sampling = Sampling {
+        temperature: args.temperature.unwrap_or(base.temperature),
+        top_p: args.top_p.unwrap_or(base.top_p),
+        top_k: args.top_k.unwrap_or(base.top_k),
+    };
+    if sampling.temperature < 0.0 || !(0.0..=1.0).contains(&sampling.top_p) || sampling.top_p == 0.0
+    {
+        anyhow::bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
+    }
+    let request = GenerateRequest {
+        prompt_ids,
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        seed: args.seed,
+        stop_ids: stop_ids(&defaults, &model, &tokenizer),
+    };
+
+    let started = Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    let ids = generate(&model, &tokenizer, &request, &selected.device, |piece| {
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    if stdout.is_terminal() {
+        let _ = writeln!(stdout);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} prompt + {} new tokens in {:.2}s ({:.1} tokens/s)",
+        request.prompt_ids.len(),
+        ids.len(),
+        secs,
+        ids.len() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Grouped-query self-attention with Hugging Face RoPE, optional q/k/v/o biases, optional
+//! per-head q/k RMSNorm (Qwen3), and a key/value cache for generation.
+//!
+//! GQA without copying K/V: the `g = heads / kv_heads` query heads that share one K/V head are
+//! folded into the sequence axis (`[batch, kv_heads, g·seq, head_dim]`), so one batched matmul per
+//! K/V head serves the whole group.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rope::Rope;
+
+/// Keys and values seen so far by one layer, each `[batch, kv_heads, past, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+/// One attention layer.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// `x` `[batch, seq, hidden]`; `cos`/`sin` `[1, 1, seq, head_dim]`; `mask` additive
+    /// `[g·seq, past + seq]` (0 where allowed, a large negative where not).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<2>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
+        let [batch, seq, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let group = h / kvh;
+
+        // [batch, seq, heads·hd] → [batch, seq, heads, hd]
+        let q = self.q_proj.forward(x.clone()).reshape([batch, seq, h, hd]);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([batch, seq, kvh, hd]);
+        let v = self.v_proj.forward(x).reshape([batch, seq, kvh, hd]);
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
+            _ => (q, k),
+        };
+        // → [batch, heads, seq, hd]
+        let q = Rope::apply(q.swap_dims(1, 2), cos, sin);
+        let k = Rope::apply(k.swap_dims(1, 2), cos, sin);
+        let v = v.swap_dims(1, 2);
+
+        let (k, v) = match cache {
+            Some(cache) => {
+                let (k, v) = match cache.kv.take() {
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                    None => (k, v),
+                };
+                cache.kv = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let total = k.dims()[2];
+
+        // Fold each group's query heads into the sequence axis: [batch, kvh, g·seq, hd].
+        let q = q.reshape([batch, kvh, group * seq, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        // [batch, kvh, g·seq, total]
+        let scores = scores + mask.clone().reshape([1, 1, group * seq, total]);
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v); // [batch, kvh, g·seq, hd]
+        let out = out
+            .reshape([batch, h, seq, hd])
+            .swap_dims(1, 2)
+            .reshape([batch, seq, h * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Additive causal mask `[group·seq, past + seq]` for `seq` new queries after `past` cached keys.
+pub fn causal_mask(seq: usize, past: usize, group: usize, device: &Device) -> Tensor<2> {
+    const MASKED: f32 = -1e30;
+    let total = past + seq;
+    let mut rows = Vec::with_capacity(group * seq * total);
+    for _ in 0..group {
+        for i in 0..seq {
+            rows.extend((0..total).map(|j| if j <= past + i { 0.0 } else { MASKED }));
+        }
+    }
+    Tensor::from_data(TensorData::new(rows, [group * seq, total]), device)
+}

@@ -1,0 +1,41 @@
+//! One pre-norm decoder layer: `h = x + attn(norm(x)); out = h + mlp(norm(h))`.
+
+use burn::prelude::*;
+
+use super::attention::{Attention, LayerCache};
+use super::mlp::Mlp;
+use super::norm::RmsNorm;
+
+/// A transformer block of the Llama family.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<2>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
+        let attn = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            mask,
+            cache,
+        );
+        let h = x + attn;
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(h.clone()));
+        h + mlp
+    }
+}

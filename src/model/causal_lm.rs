@@ -1,0 +1,244 @@
+//! The decoder-only language model (embeddings → blocks → norm → LM head), built from a Hugging
+//! Face directory. One code path serves every backend: the `Device` decides where it runs.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::module::embedding;
+
+use super::attention::{Attention, LayerCache, causal_mask};
+use super::block::Block;
+use super::checkpoint::Checkpoint;
+use super::config::ModelConfig;
+use super::linear::Linear;
+use super::mlp::Mlp;
+use super::norm::RmsNorm;
+use super::rope::Rope;
+use crate::error::Result;
+
+/// Per-layer key/value caches plus the number of positions already processed.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    pub layers: Vec<LayerCache>,
+    pub len: usize,
+}
+
+/// A Llama-family causal LM.
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    /// `[vocab, hidden]`
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    pub rope: Rope,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl CausalLm {
+    /// Loads `DIR/config.json` and its safetensors weights onto `device` (in f32).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let mut ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(config, &mut ckpt, device).and_then(|model| {
+            ckpt.finish()?;
+            Ok(model)
+        })
+    }
+
+    fn from_checkpoint(
+        config: ModelConfig,
+        ckpt: &mut Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
+        let c = &config;
+        let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
+        let (q_out, kv_out) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+
+        let embed = ckpt.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let embed_tokens = Param::from_tensor(Tensor::from_data(
+            TensorData::new(embed, [c.vocab_size, h]),
+            device,
+        ))
+        .set_require_grad(false);
+
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let (q_norm, k_norm) = if c.qk_norm {
+                (
+                    Some(load_norm(
+                        ckpt,
+                        &format!("{p}.self_attn.q_norm"),
+                        hd,
+                        eps,
+                        device,
+                    )?),
+                    Some(load_norm(
+                        ckpt,
+                        &format!("{p}.self_attn.k_norm"),
+                        hd,
+                        eps,
+                        device,
+                    )?),
+                )
+            } else {
+                (None, None)
+            };
+            let mut attn = |name: &str, d_in, d_out, bias| {
+                load_linear(
+                    ckpt,
+                    &format!("{p}.self_attn.{name}"),
+                    d_in,
+                    d_out,
+                    bias,
+                    device,
+                )
+            };
+            let self_attn = Attention {
+                q_proj: attn("q_proj", h, q_out, c.qkv_bias)?,
+                k_proj: attn("k_proj", h, kv_out, c.qkv_bias)?,
+                v_proj: attn("v_proj", h, kv_out, c.qkv_bias)?,
+                o_proj: attn("o_proj", q_out, h, c.o_bias)?,
+                q_norm,
+                k_norm,
+                num_heads: c.num_attention_heads,
+                num_kv_heads: c.num_key_value_heads,
+                head_dim: hd,
+            };
+            let mut mlp = |name: &str, d_in, d_out| {
+                load_linear(
+                    ckpt,
+                    &format!("{p}.mlp.{name}"),
+                    d_in,
+                    d_out,
+                    c.mlp_bias,
+                    device,
+                )
+            };
+            let mlp = Mlp {
+                gate_proj: mlp("gate_proj", h, c.intermediate_size)?,
+                up_proj: mlp("up_proj", h, c.intermediate_size)?,
+                down_proj: mlp("down_proj", c.intermediate_size, h)?,
+            };
+            layers.push(Block {
+                input_layernorm: load_norm(ckpt, &format!("{p}.input_layernorm"), h, eps, device)?,
+                self_attn,
+                post_attention_layernorm: load_norm(
+                    ckpt,
+                    &format!("{p}.post_attention_layernorm"),
+                    h,
+                    eps,
+                    device,
+                )?,
+                mlp,
+            });
+        }
+        let norm = load_norm(ckpt, "model.norm", h, eps, device)?;
+        let lm_head = if c.tie_word_embeddings {
+            // Some tied checkpoints still store a copy of the head; transformers ignores it.
+            ckpt.ignore("lm_head.weight");
+            None
+        } else {
+            Some(load_linear(
+                ckpt,
+                "lm_head",
+                h,
+                c.vocab_size,
+                false,
+                device,
+            )?)
+        };
+        let rope = Rope::new(hd, c.rope_theta, &c.rope_scaling);
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            config,
+        })
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` for `tokens` `[batch, seq]`, continuing `cache`
+    /// when given (positions start at `cache.len`).
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let device = tokens.device();
+        let [_, seq] = tokens.dims();
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let group = self.config.num_attention_heads / self.config.num_key_value_heads;
+        let (cos, sin) = self.rope.tables(past, seq, &device);
+        let mask = causal_mask(seq, past, group, &device);
+
+        let mut x = embedding(self.embed_tokens.val(), tokens);
+        if let Some(cache) = cache.as_deref_mut()
+            && cache.layers.len() != self.layers.len()
+        {
+            cache.layers = vec![LayerCache::default(); self.layers.len()];
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, &cos, &sin, &mask, layer_cache);
+        }
+        if let Some(cache) = cache {
+            cache.len += seq;
+        }
+        self.norm.forward(x)
+    }
+
+    /// Projects hidden states `[..., hidden]` to logits `[..., vocab]`.
+    pub fn lm_head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(hidden, self.embed_tokens.val().transpose(), None),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.lm_head(self.forward_hidden(tokens, cache))
+    }
+}
+
+/// `PREFIX.weight` (PyTorch `[d_out, d_in]`, transposed) and, with `bias`, `PREFIX.bias`.
+fn load_linear(
+    ckpt: &mut Checkpoint,
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &Device,
+) -> Result<Linear> {
+    let w = ckpt.take_transposed(&format!("{prefix}.weight"), d_out, d_in)?;
+    let w = Tensor::from_data(TensorData::new(w, [d_in, d_out]), device);
+    let b = if bias {
+        let v = ckpt.take(&format!("{prefix}.bias"), &[d_out])?;
+        Some(Tensor::from_data(TensorData::new(v, [d_out]), device))
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+/// An RMSNorm whose scale is `PREFIX.weight` `[len]`.
+fn load_norm(
+    ckpt: &mut Checkpoint,
+    prefix: &str,
+    len: usize,
+    eps: f64,
+    device: &Device,
+) -> Result<RmsNorm> {
+    let v = ckpt.take(&format!("{prefix}.weight"), &[len])?;
+    Ok(RmsNorm::new(
+        Tensor::from_data(TensorData::new(v, [len]), device),
+        eps,
+    ))
+}

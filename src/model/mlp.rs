@@ -1,0 +1,22 @@
+//! The SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))`.
+
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use super::linear::Linear;
+
+/// Gated MLP of every Llama-family decoder layer.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}

@@ -1,0 +1,14 @@
+//! The Hugging Face-compatible decoder: config parsing, weights, layers and the causal LM.
+
+pub mod attention;
+pub mod block;
+pub mod causal_lm;
+pub mod checkpoint;
+pub mod config;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+
+pub use causal_lm::{CausalLm, KvCache};
+pub use config::{Architecture, ModelConfig};

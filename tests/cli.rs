@@ -1,0 +1,225 @@
+//! End-to-end tests of the `minordpo` binary: greedy generation equals transformers' text, and
+//! bad inputs end with a non-zero exit and a message naming the file — never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{expected_json, model_dir};
+
+fn minordpo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minordpo"))
+        .args(args)
+        .output()
+        .expect("run minordpo")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Copies a fixture model into a fresh temporary directory for tampering.
+fn copy_model(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    tmp
+}
+
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    }
+}
+
+#[test]
+fn generate_greedy_prints_transformers_text() {
+    for name in ["qwen2", "llama3"] {
+        let dir = model_dir(name);
+        let case = &expected_json(name)["greedy"][1];
+        let out = minordpo(&[
+            "--device",
+            "cpu",
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            case["prompt"].as_str().unwrap(),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "24",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            String::from_utf8(out.stdout.clone()).unwrap(),
+            case["text"].as_str().unwrap(),
+            "{name}"
+        );
+        assert!(stderr(&out).contains("device: cpu"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn generate_chat_with_system_and_sampling_is_reproducible() {
+    let dir = model_dir("qwen3");
+    let run = |seed: &str| {
+        let out = minordpo(&[
+            "generate",
+            "--device",
+            "cpu",
+            "--model",
+            dir.to_str().unwrap(),
+            "--chat",
+            "Hi",
+            "--system",
+            "Be brief.",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--top-k",
+            "20",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "12",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    assert_eq!(run("5"), run("5"));
+}
+
+#[test]
+fn devices_lists_and_names_the_auto_choice() {
+    let out = minordpo(&["devices"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("auto: "), "{text}");
+}
+
+#[test]
+fn help_explains_every_generate_flag() {
+    let out = minordpo(&["generate", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--model",
+        "--prompt",
+        "--chat",
+        "--system",
+        "--max-new-tokens",
+        "--temperature",
+        "--top-p",
+        "--top-k",
+        "--seed",
+        "--device",
+    ] {
+        assert!(text.contains(flag), "help lacks {flag}: {text}");
+    }
+}
+
+fn generate_in(dir: &Path) -> Output {
+    minordpo(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "2",
+    ])
+}
+
+#[test]
+fn missing_model_directory_names_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = generate_in(&tmp.path().join("nope"));
+    assert_clean_failure(&out, &["tokenizer.json"]);
+}
+
+#[test]
+fn unsupported_architecture_names_found_and_supported() {
+    let tmp = copy_model("qwen2");
+    let path = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("Qwen2ForCausalLM", "GPT2LMHeadModel");
+    std::fs::write(&path, text).unwrap();
+    let out = generate_in(tmp.path());
+    assert_clean_failure(
+        &out,
+        &["config.json", "GPT2LMHeadModel", "Qwen3ForCausalLM"],
+    );
+}
+
+#[test]
+fn missing_tokenizer_is_named() {
+    let tmp = copy_model("qwen2");
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    assert_clean_failure(&generate_in(tmp.path()), &["tokenizer.json", "not found"]);
+}
+
+#[test]
+fn missing_weights_file_is_named() {
+    let tmp = copy_model("qwen2");
+    std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+    assert_clean_failure(
+        &generate_in(tmp.path()),
+        &["model.safetensors", "not found"],
+    );
+}
+
+#[test]
+fn missing_and_unexpected_tensors_are_named() {
+    let tmp = copy_model("qwen2");
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "model.norm.weight")
+        .collect();
+    safetensors::serialize_to_file(kept.clone(), None, &path).unwrap();
+    assert_clean_failure(
+        &generate_in(tmp.path()),
+        &["missing tensor `model.norm.weight`"],
+    );
+
+    let mut extra = kept;
+    let (_, view) = st.tensors().into_iter().next().unwrap();
+    extra.push(("model.extra_thing.weight".to_string(), view));
+    extra.push((
+        "model.norm.weight".to_string(),
+        st.tensor("model.norm.weight").unwrap(),
+    ));
+    safetensors::serialize_to_file(extra, None, &path).unwrap();
+    assert_clean_failure(
+        &generate_in(tmp.path()),
+        &["unexpected", "model.extra_thing.weight"],
+    );
+}
+
+#[test]
+fn corrupt_weights_and_config_are_reported() {
+    let tmp = copy_model("qwen2");
+    std::fs::write(tmp.path().join("model.safetensors"), b"\x00garbage\xff").unwrap();
+    assert_clean_failure(
+        &generate_in(tmp.path()),
+        &["model.safetensors", "safetensors"],
+    );
+    std::fs::write(tmp.path().join("config.json"), b"{\"vocab_size\": 3").unwrap();
+    assert_clean_failure(&generate_in(tmp.path()), &["config.json", "invalid JSON"]);
+}

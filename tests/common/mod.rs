@@ -1,0 +1,60 @@
+//! Shared helpers for the integration tests: fixture paths, expected tensors, device selection.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+
+use burn::prelude::Device;
+use minordpo::device::{self, DeviceChoice};
+
+/// `tests/fixtures/models/NAME`.
+pub fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join("models")
+        .join(name)
+}
+
+/// The fixture models: every architecture the fixture script builds.
+pub const MODELS: [&str; 4] = ["llama3", "qwen2", "qwen3", "mistral"];
+
+/// A tensor from `expected.safetensors` as (shape, f64 values).
+pub fn expected_tensor(name: &str, tensor: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(model_dir(name).join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor(tensor).unwrap();
+    let values = match view.dtype() {
+        safetensors::Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+            .collect(),
+        safetensors::Dtype::I64 => view
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        other => panic!("unexpected dtype {other:?}"),
+    };
+    (view.shape().to_vec(), values)
+}
+
+/// `expected.json` of a fixture model.
+pub fn expected_json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(model_dir(name).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The wgpu device, or `None` with a printed reason when this machine has no adapter.
+pub fn wgpu_device() -> Option<Device> {
+    match device::select(DeviceChoice::Wgpu) {
+        Ok(selected) => {
+            eprintln!("wgpu tests on {}", selected.description);
+            Some(selected.device)
+        }
+        Err(err) => {
+            eprintln!("skipping wgpu test: {err}");
+            None
+        }
+    }
+}
