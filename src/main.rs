@@ -67,6 +67,9 @@ struct GenerateArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also print the prompt and generated token ids on stderr (for parity checks).
+    #[arg(long)]
+    show_token_ids: bool,
 }
 
 fn main() -> ExitCode {
@@ -167,6 +170,10 @@ fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> 
         let _ = writeln!(stdout);
     }
     let secs = started.elapsed().as_secs_f64();
+    if args.show_token_ids {
+        eprintln!("prompt ids: {:?}", request.prompt_ids);
+        eprintln!("generated ids: {ids:?}");
+    }
     eprintln!(
         "{} prompt + {} new tokens in {:.2}s ({:.1} tokens/s)",
         request.prompt_ids.len(),
