@@ -8,6 +8,7 @@
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod loss;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
