@@ -5,11 +5,18 @@
 //! with [`tokenizer::Tokenizer::load`], pick a device with [`device::select`], and generate with
 //! [`generate::generate`].
 
+pub mod config;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod generate;
+pub mod logprobs;
+pub mod lora;
 pub mod loss;
+pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod sampling;
 pub mod tokenizer;
 

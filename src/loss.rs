@@ -157,7 +157,12 @@ mod tests {
 
     // Pair 1: Δw = 2, Δl = 3 (rejected above the reference); pair 2: Δw = 2, Δl = −5.
     fn worked() -> PairLogps {
-        logps(&[-8.0, -8.0], &[-7.0, -15.0], &[-10.0, -10.0], &[-10.0, -10.0])
+        logps(
+            &[-8.0, -8.0],
+            &[-7.0, -15.0],
+            &[-10.0, -10.0],
+            &[-10.0, -10.0],
+        )
     }
 
     #[test]
@@ -173,7 +178,10 @@ mod tests {
         };
         close(
             &values(pair_losses(&smoothed, &worked())),
-            &[0.8 * nls(-0.1) + 0.2 * nls(0.1), 0.8 * nls(0.7) + 0.2 * nls(-0.7)],
+            &[
+                0.8 * nls(-0.1) + 0.2 * nls(0.1),
+                0.8 * nls(0.7) + 0.2 * nls(-0.7),
+            ],
         );
     }
 
@@ -198,7 +206,9 @@ mod tests {
             chosen_len: Tensor::from_floats([4.0, 4.0], &device),
             rejected_len: Tensor::from_floats([2.0, 2.0], &device),
         };
-        let grads = pair_losses(&params(LossKind::MinorDpo), &l).sum().backward();
+        let grads = pair_losses(&params(LossKind::MinorDpo), &l)
+            .sum()
+            .backward();
         let g = values(policy_rejected.grad(&grads).unwrap());
         // d/dΔl −log σ(β(Δw − Δl)) = β·σ(−β(Δw−Δl)) = 0.1·σ(0.1) for pair 1; 0 for pair 2.
         let sigma = |x: f64| 1.0 / (1.0 + (-x).exp());
@@ -208,13 +218,27 @@ mod tests {
     #[test]
     fn dpop_ipo_hinge_and_sft_by_hand() {
         // Pair 3: Δw = −1 (chosen fell below the reference), Δl = −2.
-        let l = logps(&[-8.0, -11.0], &[-7.0, -12.0], &[-10.0, -10.0], &[-10.0, -10.0]);
+        let l = logps(
+            &[-8.0, -11.0],
+            &[-7.0, -12.0],
+            &[-10.0, -10.0],
+            &[-10.0, -10.0],
+        );
         // DPOP: β(Δw − Δl − 50·max(0, −Δw)) = 0.1·(2 − 3 − 0) = −0.1; 0.1·(−1 + 2 − 50) = −4.9
-        close(&values(pair_losses(&params(LossKind::Dpop), &l)), &[nls(-0.1), nls(-4.9)]);
+        close(
+            &values(pair_losses(&params(LossKind::Dpop), &l)),
+            &[nls(-0.1), nls(-4.9)],
+        );
         // IPO: (Δw/4 − Δl/2 − 1/(2·0.1))² = (0.5 − 1.5 − 5)² = 36; (−0.25 + 1 − 5)² = 18.0625
-        close(&values(pair_losses(&params(LossKind::Ipo), &l)), &[36.0, 18.0625]);
+        close(
+            &values(pair_losses(&params(LossKind::Ipo), &l)),
+            &[36.0, 18.0625],
+        );
         // Hinge: relu(1 − 0.1·(−1)) = 1.1; relu(1 − 0.1·1) = 0.9
-        close(&values(pair_losses(&params(LossKind::Hinge), &l)), &[1.1, 0.9]);
+        close(
+            &values(pair_losses(&params(LossKind::Hinge), &l)),
+            &[1.1, 0.9],
+        );
         // RPO: DPO + 0.5 · (−logp_chosen / 4)
         let rpo = LossParams {
             sft_weight: 0.5,

@@ -8,8 +8,12 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use minordpo::data::{load_preferences, tokenize_rows};
 use minordpo::device::{self, DeviceChoice};
+use minordpo::eval::evaluate;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
+use minordpo::lora;
+use minordpo::loss::{LossKind, LossParams};
 use minordpo::model::CausalLm;
 use minordpo::sampling::Sampling;
 use minordpo::tokenizer::{Message, Tokenizer};
@@ -34,6 +38,48 @@ enum Command {
     Devices,
     /// Generate text from a Hugging Face model directory, streaming it to stdout.
     Generate(GenerateArgs),
+    /// Evaluate a policy (base + adapter) against the base model on preference pairs.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Hugging Face model directory of the base (reference) model.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT LoRA adapter directory; the policy is base + adapter (without it, policy = reference).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Preference file: .jsonl, .jsonl.gz or .json (standard or conversational rows).
+    #[arg(long)]
+    data: PathBuf,
+    /// Loss to report.
+    #[arg(long, value_enum, default_value = "minor_dpo")]
+    loss: LossKind,
+    /// β, the strength of the implicit KL constraint.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    /// cDPO label smoothing ε (sigmoid loss only).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// DPOP's λ.
+    #[arg(long, default_value_t = 50.0)]
+    dpop_lambda: f64,
+    /// RPO: weight of the chosen NLL added to the loss.
+    #[arg(long, default_value_t = 0.0)]
+    sft_weight: f64,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Longest prompt+completion in tokens (longer ones are cut at the end).
+    #[arg(long, default_value_t = 1024)]
+    max_length: usize,
+    /// Write the summary metrics here as JSON.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write one JSON line per kept row, in file order, with the four log-probs and the loss.
+    #[arg(long)]
+    per_example: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +123,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => run_devices(),
         Command::Generate(args) => run_generate(cli.device, args),
+        Command::Eval(args) => run_eval(cli.device, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,5 +228,91 @@ fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> 
         secs,
         ids.len() as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+/// The padding id for batches: the tokenizer's pad token, else EOS, else 0.
+fn pad_id(tokenizer: &Tokenizer) -> u32 {
+    let special = tokenizer.special_tokens();
+    special
+        .pad
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+        .or_else(|| tokenizer.eos_token_id())
+        .unwrap_or(0)
+}
+
+fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
+    let selected = device::select(choice)?;
+    eprintln!("device: {}", selected.description);
+    let loaded = load_preferences(&args.data)?;
+    if !loaded.identical.is_empty() {
+        eprintln!(
+            "warning: skipped {} row(s) whose chosen equals rejected (lines {:?})",
+            loaded.identical.len(),
+            loaded.identical
+        );
+    }
+    let tokenizer = Tokenizer::load(&args.model)?;
+    let mut model = CausalLm::load(&args.model, &selected.device)?;
+    if let Some(adapter) = &args.adapter {
+        lora::load_peft(&mut model, adapter, &selected.device)?;
+    }
+    let (pairs, dropped) = tokenize_rows(&loaded.rows, &tokenizer, args.max_length)?;
+    if !dropped.is_empty() {
+        eprintln!(
+            "warning: dropped {} row(s) whose prompt alone fills max_length = {} (lines {:?})",
+            dropped.len(),
+            args.max_length,
+            dropped
+        );
+    }
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "{}: no rows left to evaluate",
+        args.data.display()
+    );
+    let params = LossParams {
+        kind: args.loss,
+        beta: args.beta,
+        label_smoothing: args.label_smoothing,
+        dpop_lambda: args.dpop_lambda,
+        sft_weight: args.sft_weight,
+    };
+    let stats = evaluate(
+        &mut model,
+        &pairs,
+        &params,
+        args.batch_size,
+        pad_id(&tokenizer),
+        &selected.device,
+    );
+    let mut summary: serde_json::Map<String, serde_json::Value> = stats
+        .summary()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::json!(v)))
+        .collect();
+    summary.insert("num_examples".into(), serde_json::json!(stats.len()));
+    let text = serde_json::to_string_pretty(&summary)?;
+    println!("{text}");
+    if let Some(path) = &args.output {
+        std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.per_example {
+        let mut lines = String::new();
+        for (i, pair) in pairs.iter().enumerate() {
+            let row = serde_json::json!({
+                "line": pair.line,
+                "policy_chosen_logps": stats.policy_chosen[i],
+                "policy_rejected_logps": stats.policy_rejected[i],
+                "reference_chosen_logps": stats.reference_chosen[i],
+                "reference_rejected_logps": stats.reference_rejected[i],
+                "loss": stats.loss[i],
+            });
+            lines.push_str(&format!("{row}\n"));
+        }
+        std::fs::write(path, lines).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     Ok(())
 }

@@ -164,6 +164,25 @@ impl CausalLm {
         })
     }
 
+    /// Every projection inside the decoder layers with its Hugging Face module path
+    /// (`model.layers.N.self_attn.q_proj`, …), in checkpoint order. The LM head is not included.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let attn = &mut layer.self_attn;
+            let mlp = &mut layer.mlp;
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut attn.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), &mut attn.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), &mut attn.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), &mut attn.o_proj));
+            out.push((format!("{p}.mlp.gate_proj"), &mut mlp.gate_proj));
+            out.push((format!("{p}.mlp.up_proj"), &mut mlp.up_proj));
+            out.push((format!("{p}.mlp.down_proj"), &mut mlp.down_proj));
+        }
+        out
+    }
+
     /// Final hidden states `[batch, seq, hidden]` for `tokens` `[batch, seq]`, continuing `cache`
     /// when given (positions start at `cache.len`).
     pub fn forward_hidden(

@@ -117,7 +117,7 @@ impl Checkpoint {
                 ),
             ));
         }
-        let values = to_f32(bytes, info.dtype).ok_or_else(|| {
+        let values = decode_f32(bytes, info.dtype).ok_or_else(|| {
             Error::weights(
                 path,
                 format!(
@@ -187,7 +187,7 @@ impl Checkpoint {
 }
 
 /// Little-endian f32/f16/bf16 bytes → f32 values; `None` for other dtypes.
-fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+pub fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     match dtype {
         Dtype::F32 => Some(
             bytes
@@ -241,8 +241,8 @@ mod tests {
     fn half_precision_decodes() {
         let one_f16 = half::f16::from_f32(1.5).to_le_bytes();
         let one_bf16 = half::bf16::from_f32(-2.0).to_le_bytes();
-        assert_eq!(to_f32(&one_f16, Dtype::F16), Some(vec![1.5]));
-        assert_eq!(to_f32(&one_bf16, Dtype::BF16), Some(vec![-2.0]));
-        assert_eq!(to_f32(&[0u8; 8], Dtype::I64), None);
+        assert_eq!(decode_f32(&one_f16, Dtype::F16), Some(vec![1.5]));
+        assert_eq!(decode_f32(&one_bf16, Dtype::BF16), Some(vec![-2.0]));
+        assert_eq!(decode_f32(&[0u8; 8], Dtype::I64), None);
     }
 }

@@ -1,27 +1,72 @@
-//! A dense projection holding Hugging Face weights in Burn's `[in, out]` layout.
+//! A dense projection holding Hugging Face weights in Burn's `[in, out]` layout, with an optional
+//! LoRA adapter that can be switched off (the reference model is the same weights, adapter off).
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::module::linear;
 
-/// `y = x · W + b`, `W` `[d_in, d_out]` (the transpose of PyTorch's `[out, in]`).
+/// A low-rank update `s · (x · A) · B` on top of a frozen projection.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    /// `[d_in, r]` (PEFT's `lora_A.weight` `[r, d_in]`, transposed).
+    pub a: Param<Tensor<2>>,
+    /// `[r, d_out]` (PEFT's `lora_B.weight` `[d_out, r]`, transposed).
+    pub b: Param<Tensor<2>>,
+    /// `α / r` (or `α / √r` with rsLoRA).
+    pub scale: f64,
+    /// Dropout on the adapter's input while training.
+    pub dropout: f64,
+    /// Off = the base projection alone.
+    pub enabled: bool,
+}
+
+/// `y = x · W + b`, `W` `[d_in, d_out]` (the transpose of PyTorch's `[out, in]`), plus LoRA.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
-    /// Wraps loaded tensors; they are frozen (no gradient) until an adapter says otherwise.
+    /// Wraps loaded tensors; they are frozen (no gradient).
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
         Self {
             weight: Param::from_tensor(weight).set_require_grad(false),
             bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
+            lora: None,
         }
+    }
+
+    /// `[d_in, d_out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.val().dims()
     }
 
     /// `[..., d_in]` → `[..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+        let base = linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+        );
+        match &self.lora {
+            Some(lora) if lora.enabled => {
+                let x = if lora.dropout > 0.0 && x.is_autodiff() {
+                    let keep = Tensor::<D>::random(
+                        x.shape(),
+                        Distribution::Bernoulli(1.0 - lora.dropout),
+                        &x.device(),
+                    );
+                    x * keep / (1.0 - lora.dropout)
+                } else {
+                    x
+                };
+                let update = linear(linear(x, lora.a.val(), None), lora.b.val(), None);
+                base + update * lora.scale
+            }
+            _ => base,
+        }
     }
 }

@@ -1,0 +1,201 @@
+//! Preference evaluation parity with TRL + PEFT (fixtures from
+//! `tests/fixtures/make_dpo_fixtures.py`): TRL's tokenization (ids exact), per-example log-probs of
+//! base + PEFT adapter and of the base (≤ 1e-3), per-example losses and summary metrics (≤ 1e-4),
+//! a PEFT adapter round trip, and the B = 0 invariant (DPO loss = ln 2 exactly).
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use minordpo::data::{load_preferences, tokenize_rows};
+use minordpo::eval::evaluate;
+use minordpo::lora::{self, LoraSettings};
+use minordpo::loss::{LossKind, LossParams};
+use minordpo::model::CausalLm;
+use minordpo::tokenizer::Tokenizer;
+use serde_json::Value;
+
+use common::model_dir;
+
+fn dpo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo")
+}
+
+const KINDS: [(LossKind, &str); 5] = [
+    (LossKind::Sigmoid, "sigmoid"),
+    (LossKind::MinorDpo, "minor_dpo"),
+    (LossKind::Dpop, "dpop"),
+    (LossKind::Ipo, "ipo"),
+    (LossKind::Hinge, "hinge"),
+];
+
+fn params(kind: LossKind) -> LossParams {
+    LossParams {
+        kind,
+        beta: 0.1,
+        label_smoothing: 0.0,
+        dpop_lambda: 50.0,
+        sft_weight: 0.0,
+    }
+}
+
+fn check(model_name: &str, data: &str) {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dpo_dir().join(format!("{model_name}_{data}.json"))).unwrap(),
+    )
+    .unwrap();
+    let examples = expected["examples"].as_array().unwrap();
+    let dir = model_dir(model_name);
+    let tokenizer = Tokenizer::load(&dir).unwrap();
+    let rows = load_preferences(&dpo_dir().join(format!("{data}.jsonl"))).unwrap();
+    let (pairs, dropped) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    assert!(dropped.is_empty());
+    assert_eq!(pairs.len(), examples.len());
+    for (pair, ex) in pairs.iter().zip(examples) {
+        let ids = |k: &str| -> Vec<u32> { serde_json::from_value(ex[k].clone()).unwrap() };
+        assert_eq!(
+            pair.prompt,
+            ids("prompt_ids"),
+            "{model_name} {data} line {}",
+            pair.line
+        );
+        assert_eq!(
+            pair.chosen,
+            ids("chosen_ids"),
+            "{model_name} {data} line {}",
+            pair.line
+        );
+        assert_eq!(
+            pair.rejected,
+            ids("rejected_ids"),
+            "{model_name} {data} line {}",
+            pair.line
+        );
+    }
+
+    let device = Device::flex();
+    let mut model = CausalLm::load(&dir, &device).unwrap();
+    lora::load_peft(
+        &mut model,
+        &dpo_dir().join(format!("{model_name}_adapter")),
+        &device,
+    )
+    .unwrap();
+    for (kind, name) in KINDS {
+        let stats = evaluate(&mut model, &pairs, &params(kind), 3, 0, &device);
+        for (i, ex) in examples.iter().enumerate() {
+            let close = |got: f64, key: &str, tol: f64| {
+                let want = ex[key].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{model_name} {data} #{i} {key}: {got} vs {want}"
+                );
+            };
+            close(stats.policy_chosen[i], "policy_chosen_logps", 1e-3);
+            close(stats.policy_rejected[i], "policy_rejected_logps", 1e-3);
+            close(stats.reference_chosen[i], "reference_chosen_logps", 1e-3);
+            close(
+                stats.reference_rejected[i],
+                "reference_rejected_logps",
+                1e-3,
+            );
+            let want = ex["losses"][name].as_f64().unwrap();
+            assert!(
+                (stats.loss[i] - want).abs() <= 1e-4,
+                "{model_name} {data} #{i} {name} loss: {} vs {want}",
+                stats.loss[i]
+            );
+        }
+        for (key, got) in stats.summary() {
+            let want = expected["summary"][name][&key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "{model_name} {data} {name} {key}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn standard_rows_match_trl_and_peft() {
+    check("qwen2", "standard");
+    check("llama3", "standard");
+}
+
+#[test]
+fn implicit_prompt_rows_match_trl_and_peft() {
+    check("qwen2", "implicit");
+    check("llama3", "implicit");
+}
+
+#[test]
+fn conversational_rows_match_trl_and_peft() {
+    check("qwen2", "conversational");
+}
+
+#[test]
+fn peft_adapter_round_trips_bit_exactly() {
+    let device = Device::flex();
+    let mut model = CausalLm::load(&model_dir("qwen2"), &device).unwrap();
+    let src = dpo_dir().join("qwen2_adapter");
+    let settings = lora::load_peft(&mut model, &src, &device).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    lora::save_peft(&mut model, &settings, "qwen2", out.path()).unwrap();
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
+    let a = read(src.join("adapter_model.safetensors"));
+    let b = read(out.path().join("adapter_model.safetensors"));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut names = a.names();
+    names.sort();
+    let mut names_b = b.names();
+    names_b.sort();
+    assert_eq!(names, names_b);
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert_eq!(x.data(), y.data(), "{name}");
+    }
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+}
+
+#[test]
+fn fresh_adapters_give_exactly_ln2() {
+    let device = Device::flex();
+    let dir = model_dir("llama3");
+    let mut model = CausalLm::load(&dir, &device).unwrap();
+    let settings = LoraSettings {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        targets: lora::DEFAULT_TARGETS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        use_rslora: false,
+    };
+    lora::attach(&mut model, &settings, 1, &device);
+    let tokenizer = Tokenizer::load(&dir).unwrap();
+    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
+    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let stats = evaluate(
+        &mut model,
+        &pairs,
+        &params(LossKind::Sigmoid),
+        2,
+        0,
+        &device,
+    );
+    for loss in &stats.loss {
+        assert_eq!(*loss as f32, std::f32::consts::LN_2);
+    }
+}
