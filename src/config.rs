@@ -22,17 +22,21 @@ pub enum LrScheduler {
 }
 
 macro_rules! train_config {
-    ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr ),* $(,)?) => {
+    (
+        global { $( $(#[doc = $gdoc:literal])* $gfield:ident : $gty:ty = $gdefault:expr ),* $(,)? }
+        $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+    ) => {
         /// Everything a training run needs. Unknown fields in a RON file are errors.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct TrainConfig {
+            $( $(#[doc = $gdoc])* pub $gfield: $gty, )*
             $( $(#[doc = $doc])* pub $field: $ty, )*
         }
 
         impl Default for TrainConfig {
             fn default() -> Self {
-                Self { $( $field: $default, )* }
+                Self { $( $gfield: $gdefault, )* $( $field: $default, )* }
             }
         }
 
@@ -50,11 +54,19 @@ macro_rules! train_config {
         }
 
         /// Every field name with its documentation, in declaration order (for docs and tests).
-        pub const FIELDS: &[(&str, &str)] = &[ $( (stringify!($field), concat!($($doc, "\n"),*)) ),* ];
+        pub const FIELDS: &[(&str, &str)] = &[
+            $( (stringify!($gfield), concat!($($gdoc, "\n"),*)) ),*,
+            $( (stringify!($field), concat!($($doc, "\n"),*)) ),*
+        ];
     };
 }
 
 train_config! {
+    // Set from the command line by the global `--device` flag.
+    global {
+        /// Where to run: auto, wgpu, cpu, flex, ndarray.
+        device: DeviceChoice = DeviceChoice::Auto,
+    }
     /// Hugging Face model directory (config.json, safetensors, tokenizer files).
     model: PathBuf = PathBuf::new(),
     /// Preference data: .jsonl, .jsonl.gz or .json.
@@ -67,8 +79,6 @@ train_config! {
     output: PathBuf = PathBuf::from("runs/minordpo"),
     /// Start from an existing PEFT adapter instead of a fresh one.
     adapter: Option<PathBuf> = None,
-    /// Where to run: auto, wgpu, cpu, flex, ndarray.
-    device: DeviceChoice = DeviceChoice::Auto,
     /// Loss: sigmoid (DPO), minor_dpo, dpop, ipo, hinge.
     loss: LossKind = LossKind::MinorDpo,
     /// β: strength of the implicit KL constraint to the reference.

@@ -19,5 +19,6 @@ pub mod model;
 pub mod optim;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

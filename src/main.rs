@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use minordpo::config::{TrainConfig, TrainOverrides};
 use minordpo::data::{load_preferences, tokenize_rows};
 use minordpo::device::{self, DeviceChoice};
 use minordpo::eval::evaluate;
@@ -40,6 +41,17 @@ enum Command {
     Generate(GenerateArgs),
     /// Evaluate a policy (base + adapter) against the base model on preference pairs.
     Eval(EvalArgs),
+    /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss.
+    Train(Box<TrainArgs>),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// RON config file (see configs/); command-line flags override its fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: TrainOverrides,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +136,7 @@ fn main() -> ExitCode {
         Command::Devices => run_devices(),
         Command::Generate(args) => run_generate(cli.device, args),
         Command::Eval(args) => run_eval(cli.device, args),
+        Command::Train(args) => run_train(cli.device, *args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,17 +244,6 @@ fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The padding id for batches: the tokenizer's pad token, else EOS, else 0.
-fn pad_id(tokenizer: &Tokenizer) -> u32 {
-    let special = tokenizer.special_tokens();
-    special
-        .pad
-        .as_deref()
-        .and_then(|t| tokenizer.token_to_id(t))
-        .or_else(|| tokenizer.eos_token_id())
-        .unwrap_or(0)
-}
-
 fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let selected = device::select(choice)?;
     eprintln!("device: {}", selected.description);
@@ -284,7 +286,7 @@ fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
         &pairs,
         &params,
         args.batch_size,
-        pad_id(&tokenizer),
+        minordpo::train::pad_id(&tokenizer),
         &selected.device,
     );
     let mut summary: serde_json::Map<String, serde_json::Value> = stats
@@ -314,5 +316,26 @@ fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
         }
         std::fs::write(path, lines).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => TrainConfig::from_ron_file(path)?,
+        None => TrainConfig::default(),
+    };
+    // The global --device flag counts as an override only when given explicitly.
+    if choice != DeviceChoice::Auto {
+        config.device = choice;
+    }
+    args.overrides.apply(&mut config);
+    eprintln!("config:\n{}", config.to_ron());
+    let summary = minordpo::train::train(&config)?;
+    eprintln!(
+        "done: {} steps; adapter in {}, metrics in {}",
+        summary.steps,
+        summary.output.join("adapter").display(),
+        summary.output.join("metrics.jsonl").display()
+    );
     Ok(())
 }

@@ -1,0 +1,341 @@
+//! The training loop: LoRA on a frozen model, preference loss against the same model with its
+//! adapters off, AdamW with accumulation, global-norm clipping and a warmup schedule, metrics
+//! under TRL's names in `metrics.jsonl`, and a PEFT adapter at the end.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::config::TrainConfig;
+use crate::data::{TokenizedPair, load_preferences, make_batch, tokenize_rows};
+use crate::device;
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, reference_logps, split_pairs};
+use crate::logprobs::sequence_logps;
+use crate::lora::{self, LoraSettings};
+use crate::loss::{LossParams, PairLogps, pair_losses};
+use crate::metrics::PairStats;
+use crate::model::CausalLm;
+use crate::optim::{
+    AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
+};
+use crate::sampling::Rng;
+use crate::tokenizer::Tokenizer;
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub output: PathBuf,
+    pub last_log: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The padding id for batches: the tokenizer's pad token, else EOS, else 0.
+pub fn pad_id(tokenizer: &Tokenizer) -> u32 {
+    tokenizer
+        .special_tokens()
+        .pad
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+        .or_else(|| tokenizer.eos_token_id())
+        .unwrap_or(0)
+}
+
+/// Loss settings of a config.
+pub fn loss_params(c: &TrainConfig) -> LossParams {
+    LossParams {
+        kind: c.loss,
+        beta: c.beta,
+        label_smoothing: c.label_smoothing,
+        dpop_lambda: c.dpop_lambda,
+        sft_weight: c.sft_weight,
+    }
+}
+
+/// Reads, validates and tokenizes a preference file, reporting skipped rows on stderr.
+pub fn read_pairs(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+) -> Result<Vec<TokenizedPair>> {
+    let loaded = load_preferences(path)?;
+    if !loaded.identical.is_empty() {
+        eprintln!(
+            "warning: {}: skipped {} row(s) whose chosen equals rejected (lines {:?})",
+            path.display(),
+            loaded.identical.len(),
+            loaded.identical
+        );
+    }
+    let (pairs, dropped) = tokenize_rows(&loaded.rows, tokenizer, max_length)?;
+    if !dropped.is_empty() {
+        eprintln!(
+            "warning: {}: dropped {} row(s) whose prompt alone fills max_length = {max_length} (lines {dropped:?})",
+            path.display(),
+            dropped.len()
+        );
+    }
+    if pairs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no rows left after tokenization",
+            path.display()
+        )));
+    }
+    Ok(pairs)
+}
+
+/// Shuffled index order of epoch `epoch` (Fisher–Yates with a per-epoch seed).
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
+    stats
+        .summary()
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), serde_json::json!(v)))
+        .collect()
+}
+
+/// Runs a whole training job.
+pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
+    config.validate()?;
+    let selected = device::select(config.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = selected.device.clone().autodiff();
+
+    let tokenizer = Tokenizer::load(&config.model)?;
+    let mut pairs = read_pairs(&config.data, &tokenizer, config.max_length)?;
+    let eval_pairs = match &config.eval_data {
+        Some(path) => read_pairs(path, &tokenizer, config.max_length)?,
+        None if config.eval_split > 0.0 => {
+            let order = epoch_order(pairs.len(), config.seed, usize::MAX);
+            let held = ((pairs.len() as f64 * config.eval_split).round() as usize)
+                .clamp(1, pairs.len() - 1);
+            let held_set: std::collections::HashSet<usize> =
+                order[..held].iter().copied().collect();
+            let (eval, train): (Vec<_>, Vec<_>) = pairs
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| held_set.contains(i));
+            pairs = train.into_iter().map(|(_, p)| p).collect();
+            eval.into_iter().map(|(_, p)| p).collect()
+        }
+        None => Vec::new(),
+    };
+
+    let mut model = CausalLm::load(&config.model, &device)?;
+    let settings = match &config.adapter {
+        Some(dir) => lora::load_peft(&mut model, dir, &device)?,
+        None => {
+            let settings = LoraSettings {
+                r: config.lora_r,
+                alpha: config.lora_alpha,
+                dropout: config.lora_dropout,
+                targets: config
+                    .lora_targets
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                use_rslora: false,
+            };
+            lora::attach(&mut model, &settings, config.seed, &device);
+            settings
+        }
+    };
+    if !lora::has_adapters(&mut model) {
+        return Err(Error::Invalid(format!(
+            "config field `lora_targets`: `{}` matches no projection of the model",
+            config.lora_targets
+        )));
+    }
+
+    let n = pairs.len();
+    let accum = config.gradient_accumulation_steps;
+    let batches_per_epoch = n.div_ceil(config.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
+    let total_steps = if config.max_steps > 0 {
+        config.max_steps
+    } else {
+        config.num_epochs * steps_per_epoch
+    };
+    let warmup = if config.warmup_steps > 0 {
+        config.warmup_steps
+    } else {
+        (config.warmup_ratio * total_steps as f64).ceil() as usize
+    };
+    let output = config.output.clone();
+    std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
+    let config_path = output.join("config.ron");
+    std::fs::write(&config_path, config.to_ron()).map_err(|e| Error::io(&config_path, e))?;
+    let metrics_path = output.join("metrics.jsonl");
+    let mut metrics_file =
+        std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+    eprintln!(
+        "training: {n} pairs ({} eval), {total_steps} steps of {} × {accum} pairs, {} loss, β = {}",
+        eval_pairs.len(),
+        config.batch_size,
+        serde_json::to_value(config.loss)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or("?"),
+        config.beta
+    );
+
+    let params = loss_params(config);
+    let adam = AdamWParams {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        epsilon: config.adam_epsilon,
+        weight_decay: config.weight_decay,
+    };
+    let pad = pad_id(&tokenizer);
+    let mut optimizer = AdamW::default();
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total_steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let mut order_epoch = usize::MAX;
+    let mut order = Vec::new();
+    let mut last_log = serde_json::Map::new();
+
+    for step in 0..total_steps {
+        let started = Instant::now();
+        let lr = learning_rate(
+            config.learning_rate,
+            step,
+            total_steps,
+            warmup,
+            config.lr_scheduler,
+        );
+        let mut grads = LoraGrads::new();
+        let mut stats = PairStats::default();
+        let mut tokens = 0;
+        // The micro-batches of this step, as index ranges into the epoch orders.
+        let mut micro_batches = Vec::with_capacity(accum);
+        for micro in 0..accum {
+            let k = step * accum + micro;
+            let (epoch, within) = (k / batches_per_epoch, k % batches_per_epoch);
+            if epoch != order_epoch {
+                order = epoch_order(n, config.seed, epoch);
+                order_epoch = epoch;
+            }
+            let idx = &order[within * config.batch_size..((within + 1) * config.batch_size).min(n)];
+            micro_batches.push(idx.to_vec());
+        }
+        let step_pairs: usize = micro_batches.iter().map(Vec::len).sum();
+        for idx in &micro_batches {
+            let chunk: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
+            let batch = make_batch(&chunk, pad, &device);
+            tokens += batch.num_tokens;
+            let reference = reference_logps(&mut model, &batch);
+            let policy = sequence_logps(&model, &batch);
+            let (policy_chosen, policy_rejected) = split_pairs(policy, batch.pairs);
+            let (reference_chosen, reference_rejected) = split_pairs(reference, batch.pairs);
+            let (chosen_len, rejected_len) = split_pairs(batch.completion_len.clone(), batch.pairs);
+            let logps = PairLogps {
+                policy_chosen,
+                policy_rejected,
+                reference_chosen,
+                reference_rejected,
+                chosen_len,
+                rejected_len,
+            };
+            // Sum over the step's pairs / their count: accumulation equals one large batch.
+            let loss = pair_losses(&params, &logps).sum() / step_pairs as f64;
+            let micro_stats = PairStats::from_batch(&params, &logps);
+            if micro_stats.loss.iter().any(|l| !l.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "non-finite loss at step {}; stopping (lower the learning rate?). Outputs so far are in {}",
+                    step + 1,
+                    output.display()
+                )));
+            }
+            stats.extend(micro_stats);
+            let backward = loss.backward();
+            accumulate(&mut grads, lora_grads(&mut model, &backward));
+        }
+        let grad_norm = global_norm(&grads);
+        if !grad_norm.is_finite() {
+            return Err(Error::Invalid(format!(
+                "non-finite gradient norm at step {}; stopping. Outputs so far are in {}",
+                step + 1,
+                output.display()
+            )));
+        }
+        clip(&mut grads, grad_norm, config.max_grad_norm);
+        optimizer.step(&mut model, &grads, lr, &adam);
+
+        let done = step + 1;
+        let mut line = metrics_line(&stats, "");
+        line.insert("step".into(), serde_json::json!(done));
+        line.insert(
+            "epoch".into(),
+            serde_json::json!(done as f64 / steps_per_epoch as f64),
+        );
+        line.insert("grad_norm".into(), serde_json::json!(grad_norm));
+        line.insert("learning_rate".into(), serde_json::json!(lr));
+        line.insert(
+            "tokens_per_second".into(),
+            serde_json::json!(tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+        );
+        let eval_now = !eval_pairs.is_empty()
+            && ((config.eval_steps > 0 && done % config.eval_steps == 0) || done == total_steps);
+        if eval_now {
+            let eval_stats = evaluate(
+                &mut model,
+                &eval_pairs,
+                &params,
+                config.batch_size,
+                pad,
+                &device,
+            );
+            line.extend(metrics_line(&eval_stats, "eval_"));
+        }
+        if done % config.logging_steps.max(1) == 0 || done == total_steps || eval_now {
+            writeln!(metrics_file, "{}", serde_json::Value::Object(line.clone()))
+                .map_err(|e| Error::io(&metrics_path, e))?;
+            let get = |k: &str| {
+                line.get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
+            let msg = format!(
+                "loss {:.4}  acc {:.2}  margin {:.3}  {:.0} tok/s",
+                get("loss"),
+                get("rewards/accuracies"),
+                get("rewards/margins"),
+                get("tokens_per_second")
+            );
+            match &progress {
+                Some(bar) => bar.set_message(msg),
+                None => eprintln!("step {done}/{total_steps}  {msg}"),
+            }
+            last_log = line;
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = &progress {
+        bar.finish();
+    }
+    let base_name = config.model.to_string_lossy().to_string();
+    lora::save_peft(&mut model, &settings, &base_name, &output.join("adapter"))?;
+    Ok(TrainSummary {
+        steps: total_steps,
+        output,
+        last_log,
+    })
+}

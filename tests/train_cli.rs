@@ -1,0 +1,301 @@
+//! End-to-end tests of `minordpo train` and `minordpo eval` on the tiny fixture models: learning
+//! works, runs are reproducible, accumulation equals a large batch, outputs are complete, and bad
+//! inputs fail with messages that name the file and line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn minordpo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minordpo"))
+        .args(args)
+        .output()
+        .expect("run minordpo")
+}
+
+fn data(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dpo")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn model() -> String {
+    common::model_dir("llama3").to_string_lossy().into_owned()
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().unwrap();
+    let model = model();
+    let data = data("standard.jsonl");
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--output",
+        out,
+        "--max-length",
+        "48",
+        "--lora-r",
+        "8",
+        "--seed",
+        "7",
+    ];
+    args.extend_from_slice(extra);
+    let output = minordpo(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn forty_minor_dpo_steps_learn_the_preferences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = data("standard.jsonl");
+    train(
+        tmp.path(),
+        &[
+            "--max-steps",
+            "40",
+            "--learning-rate",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--eval-data",
+            &eval,
+        ],
+    );
+    let lines = metrics(tmp.path());
+    assert_eq!(lines.len(), 40);
+    let last = lines.last().unwrap();
+    assert!(
+        last["eval_rewards/accuracies"].as_f64().unwrap() >= 0.9,
+        "{last}"
+    );
+    assert!(
+        last["eval_rewards/margins"].as_f64().unwrap() > 0.0,
+        "{last}"
+    );
+    for key in [
+        "step",
+        "epoch",
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "grad_norm",
+        "learning_rate",
+        "tokens_per_second",
+    ] {
+        assert!(last.get(key).is_some(), "metrics lack {key}: {last}");
+    }
+    assert!(
+        tmp.path()
+            .join("adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    assert!(tmp.path().join("adapter/adapter_config.json").is_file());
+    let ron = std::fs::read_to_string(tmp.path().join("config.ron")).unwrap();
+    assert!(ron.contains("max_steps: 40"), "{ron}");
+}
+
+fn without_timing(lines: Vec<Value>) -> Vec<Value> {
+    lines
+        .into_iter()
+        .map(|mut v| {
+            v.as_object_mut().unwrap().remove("tokens_per_second");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_run() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = [
+        "--max-steps",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--batch-size",
+        "2",
+    ];
+    train(a.path(), &args);
+    train(b.path(), &args);
+    assert_eq!(
+        without_timing(metrics(a.path())),
+        without_timing(metrics(b.path()))
+    );
+    let read = |d: &Path| std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap();
+    assert_eq!(read(a.path()), read(b.path()));
+}
+
+#[test]
+fn accumulating_four_micro_batches_equals_one_batch_of_four() {
+    let (big, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let common = [
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--warmup-steps",
+        "1",
+    ];
+    train(big.path(), &[&common[..], &["--batch-size", "4"]].concat());
+    train(
+        small.path(),
+        &[
+            &common[..],
+            &["--batch-size", "1", "--gradient-accumulation-steps", "4"],
+        ]
+        .concat(),
+    );
+    let (a, b) = (metrics(big.path()), metrics(small.path()));
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["loss", "grad_norm", "rewards/margins"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "{key}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn eval_writes_summary_and_per_example_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, per) = (tmp.path().join("eval.json"), tmp.path().join("per.jsonl"));
+    let model = model();
+    let adapter = data("llama3_adapter");
+    let data = data("standard.jsonl");
+    let output = minordpo(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter,
+        "--data",
+        &data,
+        "--max-length",
+        "48",
+        "--loss",
+        "sigmoid",
+        "--output",
+        out.to_str().unwrap(),
+        "--per-example",
+        per.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(summary["num_examples"], 4);
+    for key in [
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+    ] {
+        assert!(summary[key].is_number(), "{key}: {summary}");
+    }
+    let lines: Vec<Value> = std::fs::read_to_string(&per)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["line"], 1);
+    for key in [
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "reference_chosen_logps",
+        "reference_rejected_logps",
+        "loss",
+    ] {
+        assert!(lines[0][key].is_number(), "{key}");
+    }
+}
+
+fn fails_with<S: AsRef<str>>(args: &[S], needles: &[&str]) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = minordpo(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_training_inputs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model();
+    let out = tmp.path().join("out");
+    let out = out.to_str().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let run = |data: &str| -> Vec<String> {
+        [
+            "--device", "cpu", "train", "--model", &model, "--data", data, "--output", out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    let truncated = write(
+        "t.jsonl",
+        b"{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"cho",
+    );
+    fails_with(&run(&truncated), &["t.jsonl:2: bad JSON"]);
+    let missing = write("m.jsonl", b"{\"prompt\": \"a\", \"chosen\": \"b\"}\n");
+    fails_with(&run(&missing), &["m.jsonl:1: missing field `rejected`"]);
+    let wrong = write(
+        "w.jsonl",
+        b"{\"prompt\": \"a\", \"chosen\": [1], \"rejected\": \"c\"}\n",
+    );
+    fails_with(&run(&wrong), &["w.jsonl:1: field `chosen`"]);
+    let empty = write("e.jsonl", b"");
+    fails_with(&run(&empty), &["e.jsonl", "no usable rows"]);
+    let garbage = write("g.jsonl", &[0xff, 0xfe, 0x00, 0x13, 0x80]);
+    fails_with(&run(&garbage), &["g.jsonl"]);
+    fails_with(
+        &run(&tmp.path().join("nope.jsonl").to_string_lossy()),
+        &["nope.jsonl"],
+    );
+
+    let config = write("bad.ron", b"(\n  beta: 0.1,\n  betta: 2.0,\n)\n");
+    fails_with(&["train", "--config", &config], &["bad.ron:3", "betta"]);
+    fails_with(&["train", "--device", "cpu"], &["model"]);
+}
