@@ -320,3 +320,36 @@ pub fn merge(model: &mut CausalLm) {
         }
     }
 }
+
+/// Folds `adapter` into the weights of the model in `model_dir` and writes a complete Hugging Face
+/// directory to `output`: `model.safetensors` in the source checkpoint's dtype, plus the config,
+/// generation config and tokenizer files.
+pub fn merge_to_dir(
+    model_dir: &Path,
+    adapter: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<()> {
+    let dtype = crate::model::checkpoint::Checkpoint::open(model_dir)?
+        .storage_dtype()
+        .unwrap_or(safetensors::Dtype::F32);
+    let mut model = CausalLm::load(model_dir, device)?;
+    load_peft(&mut model, adapter, device)?;
+    merge(&mut model);
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    crate::model::save::save_safetensors(&model, &output.join("model.safetensors"), dtype)?;
+    for name in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ] {
+        let src = model_dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, output.join(name)).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}

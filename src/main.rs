@@ -41,8 +41,23 @@ enum Command {
     Generate(GenerateArgs),
     /// Evaluate a policy (base + adapter) against the base model on preference pairs.
     Eval(EvalArgs),
+    /// Fold a LoRA adapter into the base weights and write a Hugging Face model directory.
+    Merge(MergeArgs),
     /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss.
     Train(Box<TrainArgs>),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// Hugging Face model directory of the base model.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT LoRA adapter directory to fold in.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Directory to write (weights in the base checkpoint's dtype, config and tokenizer files).
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +151,14 @@ fn main() -> ExitCode {
         Command::Devices => run_devices(),
         Command::Generate(args) => run_generate(cli.device, args),
         Command::Eval(args) => run_eval(cli.device, args),
+        Command::Merge(args) => {
+            let selected = device::select(DeviceChoice::Cpu);
+            selected.map_err(anyhow::Error::from).and_then(|d| {
+                lora::merge_to_dir(&args.model, &args.adapter, &args.output, &d.device)?;
+                eprintln!("merged model written to {}", args.output.display());
+                Ok(())
+            })
+        }
         Command::Train(args) => run_train(cli.device, *args),
     };
     match result {

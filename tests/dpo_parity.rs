@@ -199,3 +199,50 @@ fn fresh_adapters_give_exactly_ln2() {
         assert_eq!(*loss as f32, std::f32::consts::LN_2);
     }
 }
+
+fn logits(model: &CausalLm, ids: &[i64], device: &Device) -> Vec<f32> {
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device);
+    model
+        .forward(tokens, None)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap()
+}
+
+#[test]
+fn merged_model_matches_base_plus_adapter() {
+    let device = Device::flex();
+    let ids: Vec<i64> = vec![1, 57, 74, 293, 268, 223, 19, 20, 33, 2];
+    for (name, tolerance, dtype) in [
+        ("llama3", 1e-4, safetensors::Dtype::F32),
+        ("qwen2", 0.1, safetensors::Dtype::BF16),
+    ] {
+        let dir = model_dir(name);
+        let adapter = dpo_dir().join(format!("{name}_adapter"));
+        let out = tempfile::tempdir().unwrap();
+        lora::merge_to_dir(&dir, &adapter, out.path(), &device).unwrap();
+        let bytes = std::fs::read(out.path().join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(
+            st.tensor("model.norm.weight").unwrap().dtype(),
+            dtype,
+            "{name}"
+        );
+        assert!(out.path().join("tokenizer.json").is_file());
+
+        let mut with_adapter = CausalLm::load(&dir, &device).unwrap();
+        lora::load_peft(&mut with_adapter, &adapter, &device).unwrap();
+        let merged = CausalLm::load(out.path(), &device).unwrap();
+        let (a, b) = (
+            logits(&with_adapter, &ids, &device),
+            logits(&merged, &ids, &device),
+        );
+        let max = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(f64::from(max) <= tolerance, "{name}: max |Δlogit| {max}");
+    }
+}

@@ -9,6 +9,7 @@ pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod rope;
+pub mod save;
 
 pub use causal_lm::{CausalLm, KvCache};
 pub use config::{Architecture, ModelConfig};

@@ -1,0 +1,108 @@
+//! Writes a causal LM back out as a Hugging Face checkpoint (`model.safetensors` with transformers'
+//! tensor names and `[out, in]` layouts), in f32, f16 or bf16 — used by `merge`.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use safetensors::Dtype;
+
+use super::CausalLm;
+use super::checkpoint::transpose;
+use super::linear::Linear;
+use crate::error::{Error, Result};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
+fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// Writes every weight of `model` to `path` as `dtype` (F32, F16 or BF16).
+pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut push = |name: String, values: Vec<f32>, shape: Vec<usize>| {
+        tensors.push((name, encode(&values, dtype), shape));
+    };
+    let push_linear =
+        |push: &mut dyn FnMut(String, Vec<f32>, Vec<usize>), name: &str, l: &Linear| {
+            let [d_in, d_out] = l.dims();
+            push(
+                format!("{name}.weight"),
+                transpose(&host(l.weight.val()), d_in, d_out),
+                vec![d_out, d_in],
+            );
+            if let Some(b) = &l.bias {
+                push(format!("{name}.bias"), host(b.val()), vec![d_out]);
+            }
+        };
+    let embed = model.embed_tokens.val();
+    let dims = embed.dims();
+    push(
+        "model.embed_tokens.weight".into(),
+        host(embed),
+        dims.to_vec(),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        let norm = |n: &super::norm::RmsNorm| {
+            let w = n.weight.val();
+            let d = w.dims();
+            (host(w), d.to_vec())
+        };
+        let (w, d) = norm(&layer.input_layernorm);
+        push(format!("{p}.input_layernorm.weight"), w, d);
+        let (w, d) = norm(&layer.post_attention_layernorm);
+        push(format!("{p}.post_attention_layernorm.weight"), w, d);
+        let a = &layer.self_attn;
+        if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+            let (w, d) = norm(qn);
+            push(format!("{p}.self_attn.q_norm.weight"), w, d);
+            let (w, d) = norm(kn);
+            push(format!("{p}.self_attn.k_norm.weight"), w, d);
+        }
+        for (name, l) in [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &layer.mlp.gate_proj),
+            ("mlp.up_proj", &layer.mlp.up_proj),
+            ("mlp.down_proj", &layer.mlp.down_proj),
+        ] {
+            push_linear(&mut push, &format!("{p}.{name}"), l);
+        }
+    }
+    let w = model.norm.weight.val();
+    let d = w.dims();
+    push("model.norm.weight".into(), host(w), d.to_vec());
+    if let Some(head) = &model.lm_head {
+        push_linear(&mut push, "lm_head", head);
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, data, shape)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), data)
+                .expect("consistent tensor view");
+            (name.clone(), view)
+        })
+        .collect();
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| Error::weights(path, format!("cannot write: {e}")))
+}
