@@ -127,6 +127,8 @@ train_config! {
     max_length: usize = 1024,
     /// Seed for adapter init, data order and the eval split.
     seed: u64 = 42,
+    /// Write `checkpoint-N/` (adapter, optimizer, step) every N steps (0 = none).
+    save_steps: usize = 0,
     /// Evaluate every N steps (0 = only at the end).
     eval_steps: usize = 0,
     /// Log a metrics line every N steps.

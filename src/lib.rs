@@ -5,6 +5,7 @@
 //! with [`tokenizer::Tokenizer::load`], pick a device with [`device::select`], and generate with
 //! [`generate::generate`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -65,6 +65,9 @@ struct TrainArgs {
     /// RON config file (see configs/); command-line flags override its fields.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Continue from the latest checkpoint-N/ in the output directory, or from the one given.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    resume: Option<Option<PathBuf>>,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -353,7 +356,11 @@ fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
     }
     args.overrides.apply(&mut config);
     eprintln!("config:\n{}", config.to_ron());
-    let summary = minordpo::train::train(&config)?;
+    let resume = args.resume.map(|dir| match dir {
+        Some(dir) => minordpo::train::Resume::From(dir),
+        None => minordpo::train::Resume::Latest,
+    });
+    let summary = minordpo::train::train(&config, resume)?;
     eprintln!(
         "done: {} steps; adapter in {}, metrics in {}",
         summary.steps,

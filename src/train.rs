@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::{TokenizedPair, load_preferences, make_batch, tokenize_rows};
 use crate::device;
@@ -103,8 +104,17 @@ fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, serd
         .collect()
 }
 
-/// Runs a whole training job.
-pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
+/// Where a run continues from.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// The latest `checkpoint-N/` in the output directory.
+    Latest,
+    /// A given checkpoint directory.
+    From(PathBuf),
+}
+
+/// Runs a whole training job, optionally continuing from a checkpoint.
+pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     config.validate()?;
     let selected = device::select(config.device)?;
     eprintln!("device: {}", selected.description);
@@ -131,9 +141,36 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
     };
 
     let mut model = CausalLm::load(&config.model, &device)?;
-    let settings = match &config.adapter {
-        Some(dir) => lora::load_peft(&mut model, dir, &device)?,
-        None => {
+    let resume_dir = match resume {
+        None => None,
+        Some(Resume::From(dir)) => Some(dir),
+        Some(Resume::Latest) => Some(checkpoint::latest(&config.output).ok_or_else(|| {
+            Error::Invalid(format!(
+                "--resume: no checkpoint-N directory in {}",
+                config.output.display()
+            ))
+        })?),
+    };
+    let (settings, mut optimizer, start_step) = match (&resume_dir, &config.adapter) {
+        (Some(dir), _) => {
+            let (state, settings, optimizer) = checkpoint::load(dir, &mut model, &device)?;
+            if state.seed != config.seed {
+                return Err(Error::Invalid(format!(
+                    "{}: checkpoint was made with seed {}, the config says {}; keep the seed to resume",
+                    dir.display(),
+                    state.seed,
+                    config.seed
+                )));
+            }
+            eprintln!("resuming from {} (step {})", dir.display(), state.step);
+            (settings, optimizer, state.step)
+        }
+        (None, Some(dir)) => (
+            lora::load_peft(&mut model, dir, &device)?,
+            AdamW::default(),
+            0,
+        ),
+        (None, None) => {
             let settings = LoraSettings {
                 r: config.lora_r,
                 alpha: config.lora_alpha,
@@ -147,7 +184,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
                 use_rslora: false,
             };
             lora::attach(&mut model, &settings, config.seed, &device);
-            settings
+            (settings, AdamW::default(), 0)
         }
     };
     if !lora::has_adapters(&mut model) {
@@ -176,8 +213,27 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
     let config_path = output.join("config.ron");
     std::fs::write(&config_path, config.to_ron()).map_err(|e| Error::io(&config_path, e))?;
     let metrics_path = output.join("metrics.jsonl");
-    let mut metrics_file =
-        std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+    // On resume, keep the metrics of the steps the checkpoint covers and append after them.
+    let kept: String = if start_step > 0 {
+        std::fs::read_to_string(&metrics_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                    .is_some_and(|s| s as usize <= start_step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    } else {
+        String::new()
+    };
+    std::fs::write(&metrics_path, kept).map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
     eprintln!(
         "training: {n} pairs ({} eval), {total_steps} steps of {} × {accum} pairs, {} loss, β = {}",
         eval_pairs.len(),
@@ -197,7 +253,6 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
         weight_decay: config.weight_decay,
     };
     let pad = pad_id(&tokenizer);
-    let mut optimizer = AdamW::default();
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
         bar.set_style(
@@ -210,7 +265,16 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
     let mut order = Vec::new();
     let mut last_log = serde_json::Map::new();
 
-    for step in 0..total_steps {
+    let base_name = config.model.to_string_lossy().to_string();
+    let last_checkpoint = |output: &Path| {
+        checkpoint::latest(output).map_or("no checkpoint was written".to_string(), |p| {
+            format!("the last good checkpoint is {}", p.display())
+        })
+    };
+    if let Some(bar) = &progress {
+        bar.set_position(start_step as u64);
+    }
+    for step in start_step..total_steps {
         let started = Instant::now();
         let lr = learning_rate(
             config.learning_rate,
@@ -257,9 +321,9 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
             let micro_stats = PairStats::from_batch(&params, &logps);
             if micro_stats.loss.iter().any(|l| !l.is_finite()) {
                 return Err(Error::Invalid(format!(
-                    "non-finite loss at step {}; stopping (lower the learning rate?). Outputs so far are in {}",
+                    "non-finite loss at step {}; stopping (lower the learning rate?); {}",
                     step + 1,
-                    output.display()
+                    last_checkpoint(&output)
                 )));
             }
             stats.extend(micro_stats);
@@ -269,9 +333,9 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
         let grad_norm = global_norm(&grads);
         if !grad_norm.is_finite() {
             return Err(Error::Invalid(format!(
-                "non-finite gradient norm at step {}; stopping. Outputs so far are in {}",
+                "non-finite gradient norm at step {}; stopping; {}",
                 step + 1,
-                output.display()
+                last_checkpoint(&output)
             )));
         }
         clip(&mut grads, grad_norm, config.max_grad_norm);
@@ -324,6 +388,15 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
             }
             last_log = line;
         }
+        if config.save_steps > 0 && done % config.save_steps == 0 && done < total_steps {
+            let state = checkpoint::CheckpointState {
+                step: done,
+                seed: config.seed,
+            };
+            checkpoint::save(
+                &output, &mut model, &settings, &base_name, &optimizer, &state,
+            )?;
+        }
         if let Some(bar) = &progress {
             bar.inc(1);
         }
@@ -331,7 +404,6 @@ pub fn train(config: &TrainConfig) -> Result<TrainSummary> {
     if let Some(bar) = &progress {
         bar.finish();
     }
-    let base_name = config.model.to_string_lossy().to_string();
     lora::save_peft(&mut model, &settings, &base_name, &output.join("adapter"))?;
     Ok(TrainSummary {
         steps: total_steps,

@@ -299,3 +299,67 @@ fn bad_training_inputs_are_named() {
     fails_with(&["train", "--config", &config], &["bad.ron:3", "betta"]);
     fails_with(&["train", "--device", "cpu"], &["model"]);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
+    let (straight, resumed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = [
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--batch-size",
+        "2",
+    ];
+    train(straight.path(), &args);
+    assert!(
+        straight
+            .path()
+            .join("checkpoint-3/adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    assert!(
+        straight
+            .path()
+            .join("checkpoint-3/optimizer.safetensors")
+            .is_file()
+    );
+    // A run that stopped after its step-3 checkpoint: only the checkpoint is left.
+    copy_dir(
+        &straight.path().join("checkpoint-3"),
+        &resumed.path().join("checkpoint-3"),
+    );
+    train(resumed.path(), &[&args[..], &["--resume"]].concat());
+    let a = without_timing(metrics(straight.path()));
+    let b = without_timing(metrics(resumed.path()));
+    assert_eq!(b.len(), 3);
+    assert_eq!(&a[3..], &b[..]);
+    let read = |d: &Path| std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap();
+    assert_eq!(read(straight.path()), read(resumed.path()));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = empty.path().to_str().unwrap();
+    let (model, data) = (model(), data("standard.jsonl"));
+    fails_with(
+        &[
+            "--device", "cpu", "train", "--model", &model, "--data", &data, "--output", out,
+            "--resume",
+        ],
+        &["no checkpoint"],
+    );
+}

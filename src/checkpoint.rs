@@ -1,0 +1,142 @@
+//! Training checkpoints: `checkpoint-N/` holds the adapter (PEFT format), the AdamW moments and
+//! the step, written to a temporary directory first and renamed into place, so a killed run never
+//! leaves a half-written checkpoint. Resuming restores all three; the data order is a function of
+//! the seed and the step, so a resumed run sees the same batches as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lora::{self, LoraSettings};
+use crate::model::CausalLm;
+use crate::optim::AdamW;
+
+/// `state.json` of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// The run's seed (a resumed run must keep it for the same data order).
+    pub seed: u64,
+}
+
+/// Writes `output/checkpoint-STEP/` atomically.
+pub fn save(
+    output: &Path,
+    model: &mut CausalLm,
+    settings: &LoraSettings,
+    base_model: &str,
+    optimizer: &AdamW,
+    state: &CheckpointState,
+) -> Result<PathBuf> {
+    let final_dir = output.join(format!("checkpoint-{}", state.step));
+    let tmp = output.join(format!(".checkpoint-{}.partial", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    lora::save_peft(model, settings, base_model, &tmp.join("adapter"))?;
+
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for (key, (m, v)) in &optimizer.moments {
+        for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+            let dims = t.dims();
+            let values: Vec<f32> = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .expect("f32");
+            tensors.push((
+                format!("{key}.{suffix}"),
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                dims.to_vec(),
+            ));
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                .expect("consistent view");
+            (n.clone(), view)
+        })
+        .collect();
+    let opt_path = tmp.join("optimizer.safetensors");
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("adamw_step".to_string(), optimizer.step.to_string());
+    safetensors::serialize_to_file(views, Some(metadata), &opt_path)
+        .map_err(|e| Error::weights(&opt_path, format!("cannot write: {e}")))?;
+    let state_path = tmp.join("state.json");
+    std::fs::write(
+        &state_path,
+        serde_json::to_string_pretty(state).expect("state"),
+    )
+    .map_err(|e| Error::io(&state_path, e))?;
+
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    Ok(final_dir)
+}
+
+/// The `checkpoint-N` directory with the largest N in `output`, if any.
+pub fn latest(output: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(output)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().is_dir().then_some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}
+
+/// Restores adapter and optimizer from `dir` into `model`; returns the state and LoRA settings.
+pub fn load(
+    dir: &Path,
+    model: &mut CausalLm,
+    device: &Device,
+) -> Result<(CheckpointState, LoraSettings, AdamW)> {
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| Error::json(&state_path, e))?;
+    let settings = lora::load_peft(model, &dir.join("adapter"), device)?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::weights(&opt_path, format!("not a valid safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::weights(&opt_path, format!("not a valid safetensors file: {e}")))?;
+    let mut optimizer = AdamW {
+        step: metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("adamw_step"))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::weights(&opt_path, "missing `adamw_step` metadata"))?,
+        ..Default::default()
+    };
+    let tensor = |name: &str| -> Result<Tensor<2>> {
+        let view = st
+            .tensor(name)
+            .map_err(|_| Error::weights(&opt_path, format!("missing tensor `{name}`")))?;
+        let values = crate::model::checkpoint::decode_f32(view.data(), view.dtype())
+            .ok_or_else(|| Error::weights(&opt_path, format!("tensor `{name}`: bad dtype")))?;
+        let shape = [view.shape()[0], view.shape()[1]];
+        Ok(Tensor::<2>::from_data(TensorData::new(values, shape), device).inner())
+    };
+    for name in st.names() {
+        if let Some(key) = name.strip_suffix(".exp_avg") {
+            let m = tensor(name)?;
+            let v = tensor(&format!("{key}.exp_avg_sq"))?;
+            optimizer.moments.insert(key.to_string(), (m, v));
+        }
+    }
+    Ok((state, settings, optimizer))
+}
