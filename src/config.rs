@@ -123,6 +123,9 @@ train_config! {
     lora_dropout: f64 = 0.0,
     /// Projections that get adapters (comma-separated on the command line).
     lora_targets: String = crate::lora::DEFAULT_TARGETS.join(","),
+    /// Compute the reference log-probs once before training (cached in the output directory)
+    /// instead of a reference forward pass every step.
+    precompute_reference: bool = true,
     /// Longest prompt + completion in tokens (longer ones are cut at the end).
     max_length: usize = 1024,
     /// Seed for adapter init, data order and the eval split.

@@ -18,6 +18,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod reference_cache;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;

@@ -6,6 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::prelude::*;
+
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::{TokenizedPair, load_preferences, make_batch, tokenize_rows};
@@ -253,6 +255,19 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         weight_decay: config.weight_decay,
     };
     let pad = pad_id(&tokenizer);
+    let precomputed = if config.precompute_reference {
+        Some(crate::reference_cache::load_or_compute(
+            &output,
+            &config.model,
+            &mut model,
+            &pairs,
+            config.batch_size,
+            pad,
+            &device,
+        )?)
+    } else {
+        None
+    };
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
         bar.set_style(
@@ -303,7 +318,18 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             let chunk: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
             let batch = make_batch(&chunk, pad, &device);
             tokens += batch.num_tokens;
-            let reference = reference_logps(&mut model, &batch);
+            let reference = match &precomputed {
+                // Same layout as the forward batch: the B chosen, then the B rejected.
+                Some(cache) => {
+                    let values: Vec<f32> = idx
+                        .iter()
+                        .map(|&i| cache[i].0 as f32)
+                        .chain(idx.iter().map(|&i| cache[i].1 as f32))
+                        .collect();
+                    Tensor::from_data(TensorData::new(values, [2 * idx.len()]), &device)
+                }
+                None => reference_logps(&mut model, &batch),
+            };
             let policy = sequence_logps(&model, &batch);
             let (policy_chosen, policy_rejected) = split_pairs(policy, batch.pairs);
             let (reference_chosen, reference_rejected) = split_pairs(reference, batch.pairs);

@@ -363,3 +363,31 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
         &["no checkpoint"],
     );
 }
+
+#[test]
+fn precomputed_reference_matches_the_live_reference_and_is_cached() {
+    let (cached, live) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = [
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--batch-size",
+        "2",
+    ];
+    let first = train(cached.path(), &args);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("reference log-probs: computing"));
+    assert!(cached.path().join("reference_logps.json").is_file());
+    let second = train(cached.path(), &args);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reference log-probs: reusing"));
+    train(
+        live.path(),
+        &[&args[..], &["--precompute-reference", "false"]].concat(),
+    );
+    for (x, y) in metrics(cached.path()).iter().zip(&metrics(live.path())) {
+        for key in ["loss", "rewards/chosen", "rewards/rejected", "grad_norm"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-5, "{key}: {x} vs {y}");
+        }
+    }
+}

@@ -305,4 +305,36 @@ mod tests {
         assert_eq!((loaded.rows.len(), loaded.identical.clone()), (1, vec![1]));
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn json_arrays_and_gzip_read_like_jsonl() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("minordpo-formats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = r#"[{"prompt": "a", "chosen": "b", "rejected": "c"},
+                       {"prompt": [{"role": "user", "content": "q"}],
+                        "chosen": [{"role": "assistant", "content": "y"}],
+                        "rejected": [{"role": "assistant", "content": "n"}]}]"#;
+        let json = dir.join("rows.json");
+        std::fs::write(&json, rows).unwrap();
+        let loaded = load_preferences(&json).unwrap();
+        assert_eq!(loaded.rows.len(), 2);
+        assert_eq!(loaded.rows[1].line, 2);
+        assert!(matches!(loaded.rows[1].prompt, Text::Chat(_)));
+
+        let gz = dir.join("rows.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n")
+            .unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert_eq!(load_preferences(&gz).unwrap().rows[0].chosen, plain("b"));
+        std::fs::write(&gz, b"not gzip").unwrap();
+        assert!(
+            load_preferences(&gz)
+                .unwrap_err()
+                .to_string()
+                .contains("rows.jsonl.gz")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
