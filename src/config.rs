@@ -126,6 +126,9 @@ train_config! {
     /// Compute the reference log-probs once before training (cached in the output directory)
     /// instead of a reference forward pass every step.
     precompute_reference: bool = true,
+    /// Group pairs of similar length into the same batches (within shuffled windows of 50
+    /// batches, as transformers' `group_by_length`) to cut padding.
+    group_by_length: bool = false,
     /// Longest prompt + completion in tokens (longer ones are cut at the end).
     max_length: usize = 1024,
     /// Seed for adapter init, data order and the eval split.

@@ -118,6 +118,9 @@ struct GenerateArgs {
     /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json, …).
     #[arg(long)]
     model: PathBuf,
+    /// PEFT LoRA adapter directory to apply on top of the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Raw prompt text, tokenized with the tokenizer's special tokens (e.g. BOS), no template.
     #[arg(long)]
     prompt: Option<String>,
@@ -204,7 +207,10 @@ fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> 
     eprintln!("device: {}", selected.description);
     let started = Instant::now();
     let tokenizer = Tokenizer::load(&args.model)?;
-    let model = CausalLm::load(&args.model, &selected.device)?;
+    let mut model = CausalLm::load(&args.model, &selected.device)?;
+    if let Some(adapter) = &args.adapter {
+        lora::load_peft(&mut model, adapter, &selected.device)?;
+    }
     let defaults = GenerationDefaults::load(&args.model)?;
     eprintln!(
         "model: {} ({} layers, {:.1}M parameters) loaded in {:.1}s",

@@ -98,6 +98,14 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Reorders a shuffled epoch so that each window of 50 batches is sorted by length (longest
+/// first): batches then hold pairs of similar length, while the windows keep the shuffle.
+fn group_by_length(order: &mut [usize], pairs: &[TokenizedPair], batch_size: usize) {
+    for window in order.chunks_mut(50 * batch_size.max(1)) {
+        window.sort_by_key(|&i| std::cmp::Reverse(pairs[i].num_tokens()));
+    }
+}
+
 fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
     stats
         .summary()
@@ -308,6 +316,9 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             let (epoch, within) = (k / batches_per_epoch, k % batches_per_epoch);
             if epoch != order_epoch {
                 order = epoch_order(n, config.seed, epoch);
+                if config.group_by_length {
+                    group_by_length(&mut order, &pairs, config.batch_size);
+                }
                 order_epoch = epoch;
             }
             let idx = &order[within * config.batch_size..((within + 1) * config.batch_size).min(n)];
@@ -436,4 +447,33 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         output,
         last_log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_orders_are_permutations_that_change_per_epoch() {
+        let (a, b) = (epoch_order(10, 1, 0), epoch_order(10, 1, 1));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(a, b);
+        assert_eq!(a, epoch_order(10, 1, 0));
+    }
+
+    #[test]
+    fn grouping_sorts_windows_by_length() {
+        let pair = |len: usize| TokenizedPair {
+            line: len,
+            prompt: vec![1; len],
+            chosen: vec![2],
+            rejected: vec![3],
+        };
+        let pairs: Vec<TokenizedPair> = [3, 9, 1, 7].into_iter().map(pair).collect();
+        let mut order = vec![0, 1, 2, 3];
+        group_by_length(&mut order, &pairs, 1);
+        assert_eq!(order, vec![1, 3, 0, 2]);
+    }
 }

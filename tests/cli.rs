@@ -223,3 +223,39 @@ fn corrupt_weights_and_config_are_reported() {
     std::fs::write(tmp.path().join("config.json"), b"{\"vocab_size\": 3").unwrap();
     assert_clean_failure(&generate_in(tmp.path()), &["config.json", "invalid JSON"]);
 }
+
+#[test]
+fn generate_applies_a_peft_adapter() {
+    let dir = model_dir("qwen2");
+    let adapter = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dpo/qwen2_adapter");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--device",
+            "cpu",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "8",
+            "--show-token-ids",
+        ];
+        args.extend_from_slice(extra);
+        let out = minordpo(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let ids = |log: String| {
+        log.lines()
+            .find(|l| l.starts_with("generated ids"))
+            .unwrap()
+            .to_string()
+    };
+    let base = ids(run(&[]));
+    let tuned = ids(run(&["--adapter", adapter.to_str().unwrap()]));
+    assert_ne!(base, tuned, "the adapter should change greedy output");
+}

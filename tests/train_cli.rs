@@ -391,3 +391,32 @@ fn precomputed_reference_matches_the_live_reference_and_is_cached() {
         }
     }
 }
+
+#[test]
+fn shipped_configs_parse() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            minordpo::config::TrainConfig::from_ron_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            count += 1;
+        }
+    }
+    assert!(count >= 3);
+}
+
+#[test]
+fn configuration_doc_lists_every_field() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    for (field, _) in minordpo::config::FIELDS {
+        assert!(
+            doc.contains(&format!("| `{field}` |")),
+            "docs/configuration.md lacks `{field}`"
+        );
+    }
+}
