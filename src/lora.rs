@@ -244,18 +244,12 @@ pub fn load_peft(model: &mut CausalLm, dir: &Path, device: &Device) -> Result<Lo
         .map_err(|e| Error::weights(&weights, format!("not a valid safetensors file: {e}")))?;
     let mut names: std::collections::BTreeSet<String> =
         st.names().into_iter().map(str::to_owned).collect();
-    let targets = match &config.target_modules {
-        serde_json::Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
+    // `targets` is filled below from the modules that carry tensors.
     let settings = LoraSettings {
         r: config.r,
         alpha: config.lora_alpha,
         dropout: config.lora_dropout,
-        targets,
+        targets: Vec::new(),
         use_rslora: config.use_rslora,
     };
     let read = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>> {
@@ -278,7 +272,7 @@ pub fn load_peft(model: &mut CausalLm, dir: &Path, device: &Device) -> Result<Lo
             )
         })
     };
-    let mut attached = 0;
+    let mut attached: Vec<String> = Vec::new();
     for (path, linear) in model.projections_mut() {
         let a_name = format!("base_model.model.{path}.lora_A.weight");
         let b_name = format!("base_model.model.{path}.lora_B.weight");
@@ -296,7 +290,7 @@ pub fn load_peft(model: &mut CausalLm, dir: &Path, device: &Device) -> Result<Lo
             Tensor::from_data(TensorData::new(b, [r, d_out]), device),
             &settings,
         ));
-        attached += 1;
+        attached.push(path.rsplit('.').next().unwrap_or(&path).to_string());
     }
     if let Some(extra) = names.iter().next() {
         return Err(Error::weights(
@@ -304,10 +298,16 @@ pub fn load_peft(model: &mut CausalLm, dir: &Path, device: &Device) -> Result<Lo
             format!("tensor `{extra}` does not match any projection of the model"),
         ));
     }
-    if attached == 0 {
+    if attached.is_empty() {
         return Err(Error::weights(&weights, "no LoRA tensors found"));
     }
-    Ok(settings)
+    // The modules that really carry adapters (PEFT may store `target_modules` as a regex).
+    attached.sort();
+    attached.dedup();
+    Ok(LoraSettings {
+        targets: attached,
+        ..settings
+    })
 }
 
 /// Folds every adapter into its base weight (`W ← W + s·A·B`) and removes the adapters.
