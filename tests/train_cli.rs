@@ -38,8 +38,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
         "train",
         "--model",
         &model,
-        "--data",
-        &data,
         "--output",
         out,
         "--max-length",
@@ -49,6 +47,9 @@ fn train(out: &Path, extra: &[&str]) -> Output {
         "--seed",
         "7",
     ];
+    if !extra.contains(&"--data") {
+        args.extend_from_slice(&["--data", &data]);
+    }
     args.extend_from_slice(extra);
     let output = minordpo(&args);
     assert!(
@@ -153,9 +154,18 @@ fn same_seed_same_run() {
 }
 
 #[test]
-fn accumulating_four_micro_batches_equals_one_batch_of_four() {
-    let (big, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+fn accumulating_eight_micro_batches_equals_one_batch_of_eight() {
+    // Eight pairs: the four fixture rows and four variations of them.
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = std::fs::read_to_string(data("standard.jsonl")).unwrap();
+    let more = rows.replace("\"prompt\": \"", "\"prompt\": \"Q: ");
+    let eight = tmp.path().join("eight.jsonl");
+    std::fs::write(&eight, format!("{rows}{more}")).unwrap();
+    let eight = eight.to_str().unwrap();
+    let (big, small) = (tmp.path().join("big"), tmp.path().join("small"));
     let common = [
+        "--data",
+        eight,
         "--max-steps",
         "3",
         "--learning-rate",
@@ -163,16 +173,17 @@ fn accumulating_four_micro_batches_equals_one_batch_of_four() {
         "--warmup-steps",
         "1",
     ];
-    train(big.path(), &[&common[..], &["--batch-size", "4"]].concat());
+    train(&big, &[&common[..], &["--batch-size", "8"]].concat());
     train(
-        small.path(),
+        &small,
         &[
             &common[..],
-            &["--batch-size", "1", "--gradient-accumulation-steps", "4"],
+            &["--batch-size", "1", "--gradient-accumulation-steps", "8"],
         ]
         .concat(),
     );
-    let (a, b) = (metrics(big.path()), metrics(small.path()));
+    let (a, b) = (metrics(&big), metrics(&small));
+    assert_eq!(a.len(), 3);
     for (x, y) in a.iter().zip(&b) {
         for key in ["loss", "grad_norm", "rewards/margins"] {
             let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
@@ -293,6 +304,30 @@ fn bad_training_inputs_are_named() {
     fails_with(
         &run(&tmp.path().join("nope.jsonl").to_string_lossy()),
         &["nope.jsonl"],
+    );
+
+    let no_weights = tempfile::tempdir().unwrap();
+    for name in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(
+            common::model_dir("llama3").join(name),
+            no_weights.path().join(name),
+        )
+        .unwrap();
+    }
+    let standard = data("standard.jsonl");
+    fails_with(
+        &[
+            "--device",
+            "cpu",
+            "train",
+            "--model",
+            no_weights.path().to_str().unwrap(),
+            "--data",
+            &standard,
+            "--output",
+            out,
+        ],
+        &["model.safetensors", "not found"],
     );
 
     let config = write("bad.ron", b"(\n  beta: 0.1,\n  betta: 2.0,\n)\n");
