@@ -18,6 +18,9 @@ pub struct PairBatch {
     pub num_tokens: usize,
     /// Number of pairs `B`.
     pub pairs: usize,
+    /// First label position any row needs (shortest prompt − 1): positions before it are prompt
+    /// everywhere, so the LM head can skip them.
+    pub first_label: usize,
 }
 
 /// Builds a batch padded to its longest row with `pad_id`.
@@ -60,6 +63,11 @@ pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> Pai
         completion_len: Tensor::from_data(TensorData::new(lens, [2 * b]), device),
         num_tokens,
         pairs: b,
+        first_label: seqs
+            .iter()
+            .map(|(p, _)| p.len().saturating_sub(1))
+            .min()
+            .unwrap_or(0),
     }
 }
 
@@ -87,5 +95,6 @@ mod tests {
         // labels: chosen row predicts 6,7,8,9 → mask 0,1,1,1; rejected predicts 6,10,pad,pad.
         assert_eq!(mask, vec![0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
         assert_eq!(batch.num_tokens, 8);
+        assert_eq!(batch.first_label, 1);
     }
 }
