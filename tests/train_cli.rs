@@ -455,3 +455,43 @@ fn configuration_doc_lists_every_field() {
         );
     }
 }
+
+#[test]
+fn a_diverging_run_stops_and_names_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = (model(), data("standard.jsonl"));
+    let out = tmp.path().to_str().unwrap();
+    fails_with(
+        &[
+            "--device",
+            "cpu",
+            "train",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--output",
+            out,
+            "--max-length",
+            "48",
+            "--max-steps",
+            "6",
+            "--learning-rate",
+            "1e30",
+            "--max-grad-norm",
+            "0",
+            "--save-steps",
+            "1",
+        ],
+        &["non-finite", "last good checkpoint", "checkpoint-2"],
+    );
+    assert!(
+        tmp.path()
+            .join("checkpoint-2/adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    assert!(
+        !tmp.path().join("adapter").exists(),
+        "no final adapter from a diverged run"
+    );
+}
