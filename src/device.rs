@@ -114,8 +114,6 @@ pub fn auto_gpu(adapters: &[Adapter]) -> Option<&Adapter> {
 pub struct SelectedDevice {
     pub device: Device,
     pub description: String,
-    /// True for wgpu devices (where the fused kernels apply).
-    pub is_wgpu: bool,
 }
 
 /// Resolves `choice` into a device, or a clear error when it cannot exist here.
@@ -126,7 +124,6 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
         DeviceChoice::Ndarray => Ok(SelectedDevice {
             device: Device::ndarray(),
             description: "cpu (ndarray backend)".into(),
-            is_wgpu: false,
         }),
         DeviceChoice::Wgpu => {
             let adapters = list_adapters();
@@ -154,7 +151,6 @@ fn cpu_device() -> SelectedDevice {
     SelectedDevice {
         device: Device::flex(),
         description: "cpu (flex backend)".into(),
-        is_wgpu: false,
     }
 }
 
@@ -173,7 +169,6 @@ fn init_wgpu(adapter: &Adapter) -> Result<SelectedDevice> {
         return Ok(SelectedDevice {
             device: device.clone(),
             description,
-            is_wgpu: true,
         });
     }
     let kind = match adapter.device_type {
@@ -191,6 +186,5 @@ fn init_wgpu(adapter: &Adapter) -> Result<SelectedDevice> {
     Ok(SelectedDevice {
         device,
         description,
-        is_wgpu: true,
     })
 }

@@ -25,11 +25,6 @@ impl Rng {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
-
-    /// The full state, for checkpoints.
-    pub fn state(&self) -> u64 {
-        self.0
-    }
 }
 
 /// How to pick the next token.

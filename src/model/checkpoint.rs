@@ -91,11 +91,6 @@ impl Checkpoint {
         })
     }
 
-    /// Whether the checkpoint holds `name`.
-    pub fn contains(&self, name: &str) -> bool {
-        self.location.contains_key(name)
-    }
-
     /// The dtype of the first floating-point tensor (the checkpoint's storage precision).
     pub fn storage_dtype(&self) -> Option<Dtype> {
         self.shards

@@ -151,11 +151,6 @@ impl Tokenizer {
         template.render(messages, add_generation_prompt, &self.special)
     }
 
-    /// Whether a chat template is available.
-    pub fn has_chat_template(&self) -> bool {
-        self.chat_template.is_some()
-    }
-
     /// Special-token strings from `tokenizer_config.json`.
     pub fn special_tokens(&self) -> &SpecialTokens {
         &self.special
@@ -172,10 +167,5 @@ impl Tokenizer {
             .eos
             .as_deref()
             .and_then(|t| self.token_to_id(t))
-    }
-
-    /// The wrapped `tokenizers` tokenizer.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
     }
 }
