@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 use minordpo::config::{TrainConfig, TrainOverrides};
-use minordpo::data::{load_preferences, tokenize_rows};
+use minordpo::data::read_pairs;
 use minordpo::device::{self, DeviceChoice};
 use minordpo::eval::evaluate;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
@@ -279,33 +279,12 @@ fn run_generate(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> 
 fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let selected = device::select(choice)?;
     eprintln!("device: {}", selected.description);
-    let loaded = load_preferences(&args.data)?;
-    if !loaded.identical.is_empty() {
-        eprintln!(
-            "warning: skipped {} row(s) whose chosen equals rejected (lines {:?})",
-            loaded.identical.len(),
-            loaded.identical
-        );
-    }
     let tokenizer = Tokenizer::load(&args.model)?;
+    let pairs = read_pairs(&args.data, &tokenizer, args.max_length)?;
     let mut model = CausalLm::load(&args.model, &selected.device)?;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }
-    let (pairs, dropped) = tokenize_rows(&loaded.rows, &tokenizer, args.max_length)?;
-    if !dropped.is_empty() {
-        eprintln!(
-            "warning: dropped {} row(s) whose prompt alone fills max_length = {} (lines {:?})",
-            dropped.len(),
-            args.max_length,
-            dropped
-        );
-    }
-    anyhow::ensure!(
-        !pairs.is_empty(),
-        "{}: no rows left to evaluate",
-        args.data.display()
-    );
     let params = LossParams {
         kind: args.loss,
         beta: args.beta,

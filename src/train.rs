@@ -10,7 +10,7 @@ use burn::prelude::*;
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::data::{TokenizedPair, load_preferences, make_batch, tokenize_rows};
+use crate::data::{TokenizedPair, make_batch, read_pairs};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, reference_logps, split_pairs};
@@ -55,38 +55,6 @@ pub fn loss_params(c: &TrainConfig) -> LossParams {
     }
 }
 
-/// Reads, validates and tokenizes a preference file, reporting skipped rows on stderr.
-pub fn read_pairs(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    max_length: usize,
-) -> Result<Vec<TokenizedPair>> {
-    let loaded = load_preferences(path)?;
-    if !loaded.identical.is_empty() {
-        eprintln!(
-            "warning: {}: skipped {} row(s) whose chosen equals rejected (lines {:?})",
-            path.display(),
-            loaded.identical.len(),
-            loaded.identical
-        );
-    }
-    let (pairs, dropped) = tokenize_rows(&loaded.rows, tokenizer, max_length)?;
-    if !dropped.is_empty() {
-        eprintln!(
-            "warning: {}: dropped {} row(s) whose prompt alone fills max_length = {max_length} (lines {dropped:?})",
-            path.display(),
-            dropped.len()
-        );
-    }
-    if pairs.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no rows left after tokenization",
-            path.display()
-        )));
-    }
-    Ok(pairs)
-}
-
 /// Shuffled index order of epoch `epoch` (Fisher–Yates with a per-epoch seed).
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -96,6 +64,26 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// Splits off `fraction` of `pairs` (at least one, never all; needs two or more pairs), chosen by
+/// a seeded shuffle.
+fn hold_out(
+    pairs: Vec<TokenizedPair>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<TokenizedPair>, Vec<TokenizedPair>) {
+    let order = epoch_order(pairs.len(), seed, usize::MAX);
+    let held = ((pairs.len() as f64 * fraction).round() as usize).clamp(1, pairs.len() - 1);
+    let held: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
+    let (eval, train): (Vec<_>, Vec<_>) = pairs
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| held.contains(i));
+    (
+        train.into_iter().map(|(_, p)| p).collect(),
+        eval.into_iter().map(|(_, p)| p).collect(),
+    )
 }
 
 /// Reorders a shuffled epoch so that each window of 50 batches is sorted by length (longest
@@ -123,34 +111,14 @@ pub enum Resume {
     From(PathBuf),
 }
 
-/// Runs a whole training job, optionally continuing from a checkpoint.
-pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
-    config.validate()?;
-    let selected = device::select(config.device)?;
-    eprintln!("device: {}", selected.description);
-    let device = selected.device.clone().autodiff();
-
-    let tokenizer = Tokenizer::load(&config.model)?;
-    let mut pairs = read_pairs(&config.data, &tokenizer, config.max_length)?;
-    let eval_pairs = match &config.eval_data {
-        Some(path) => read_pairs(path, &tokenizer, config.max_length)?,
-        None if config.eval_split > 0.0 => {
-            let order = epoch_order(pairs.len(), config.seed, usize::MAX);
-            let held = ((pairs.len() as f64 * config.eval_split).round() as usize)
-                .clamp(1, pairs.len() - 1);
-            let held_set: std::collections::HashSet<usize> =
-                order[..held].iter().copied().collect();
-            let (eval, train): (Vec<_>, Vec<_>) = pairs
-                .into_iter()
-                .enumerate()
-                .partition(|(i, _)| held_set.contains(i));
-            pairs = train.into_iter().map(|(_, p)| p).collect();
-            eval.into_iter().map(|(_, p)| p).collect()
-        }
-        None => Vec::new(),
-    };
-
-    let mut model = CausalLm::load(&config.model, &device)?;
+/// Adapters and optimizer to start from: a checkpoint (`--resume`), an existing PEFT adapter, or
+/// fresh adapters. Returns the LoRA settings, the optimizer and the first step to run.
+fn init_adapters(
+    config: &TrainConfig,
+    resume: Option<Resume>,
+    model: &mut CausalLm,
+    device: &Device,
+) -> Result<(LoraSettings, AdamW, usize)> {
     let resume_dir = match resume {
         None => None,
         Some(Resume::From(dir)) => Some(dir),
@@ -161,9 +129,9 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             ))
         })?),
     };
-    let (settings, mut optimizer, start_step) = match (&resume_dir, &config.adapter) {
+    let adapters = match (&resume_dir, &config.adapter) {
         (Some(dir), _) => {
-            let (state, settings, optimizer) = checkpoint::load(dir, &mut model, &device)?;
+            let (state, settings, optimizer) = checkpoint::load(dir, model, device)?;
             if state.seed != config.seed {
                 return Err(Error::Invalid(format!(
                     "{}: checkpoint was made with seed {}, the config says {}; keep the seed to resume",
@@ -175,11 +143,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             eprintln!("resuming from {} (step {})", dir.display(), state.step);
             (settings, optimizer, state.step)
         }
-        (None, Some(dir)) => (
-            lora::load_peft(&mut model, dir, &device)?,
-            AdamW::default(),
-            0,
-        ),
+        (None, Some(dir)) => (lora::load_peft(model, dir, device)?, AdamW::default(), 0),
         (None, None) => {
             let settings = LoraSettings {
                 r: config.lora_r,
@@ -193,10 +157,39 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
                     .collect(),
                 use_rslora: false,
             };
-            lora::attach(&mut model, &settings, config.seed, &device);
+            lora::attach(model, &settings, config.seed, device);
             (settings, AdamW::default(), 0)
         }
     };
+    Ok(adapters)
+}
+
+/// Runs a whole training job, optionally continuing from a checkpoint.
+pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
+    config.validate()?;
+    let selected = device::select(config.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = selected.device.clone().autodiff();
+
+    let tokenizer = Tokenizer::load(&config.model)?;
+    let pairs = read_pairs(&config.data, &tokenizer, config.max_length)?;
+    let (pairs, eval_pairs) = match &config.eval_data {
+        Some(path) => (pairs, read_pairs(path, &tokenizer, config.max_length)?),
+        None if config.eval_split > 0.0 => {
+            if pairs.len() < 2 {
+                return Err(Error::Invalid(format!(
+                    "config field `eval_split`: {} has {} usable pair(s); a split needs at least 2",
+                    config.data.display(),
+                    pairs.len()
+                )));
+            }
+            hold_out(pairs, config.eval_split, config.seed)
+        }
+        None => (pairs, Vec::new()),
+    };
+
+    let mut model = CausalLm::load(&config.model, &device)?;
+    let (settings, mut optimizer, start_step) = init_adapters(config, resume, &mut model, &device)?;
     if !lora::has_adapters(&mut model) {
         return Err(Error::Invalid(format!(
             "config field `lora_targets`: `{}` matches no projection of the model",
@@ -461,6 +454,23 @@ mod tests {
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         assert_ne!(a, b);
         assert_eq!(a, epoch_order(10, 1, 0));
+    }
+
+    #[test]
+    fn hold_out_splits_by_fraction_and_keeps_every_pair() {
+        let pairs: Vec<TokenizedPair> = (0..10)
+            .map(|i| TokenizedPair {
+                line: i + 1,
+                prompt: vec![1],
+                chosen: vec![2],
+                rejected: vec![3],
+            })
+            .collect();
+        let (train, eval) = hold_out(pairs, 0.2, 3);
+        assert_eq!((train.len(), eval.len()), (8, 2));
+        let mut lines: Vec<usize> = train.iter().chain(&eval).map(|p| p.line).collect();
+        lines.sort();
+        assert_eq!(lines, (1..=10).collect::<Vec<_>>());
     }
 
     #[test]
