@@ -93,10 +93,15 @@ impl Tokenizer {
                 _ => None,
             }
         };
+        let template_path = if jinja_path.is_file() {
+            &jinja_path
+        } else {
+            &config_path
+        };
         let chat_template = template_source
             .map(|src| ChatTemplate::new(&src))
             .transpose()
-            .map_err(|e| Error::tokenizer(&config_path, e.to_string()))?;
+            .map_err(|e| Error::tokenizer(template_path, e.to_string()))?;
         let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
         let is_bpe = matches!(inner.get_model(), tokenizers::ModelWrapper::BPE(_));
         let cleanup_spaces = flag("clean_up_tokenization_spaces")
