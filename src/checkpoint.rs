@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::lora::{self, LoraSettings};
 use crate::model::CausalLm;
+use crate::model::save::{EncodedTensor, encode, write_safetensors};
 use crate::optim::AdamW;
 
 /// `state.json` of a checkpoint.
@@ -38,7 +39,7 @@ pub fn save(
     }
     lora::save_peft(model, settings, base_model, &tmp.join("adapter"))?;
 
-    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut tensors: Vec<EncodedTensor> = Vec::new();
     for (key, (m, v)) in &optimizer.moments {
         for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
             let dims = t.dims();
@@ -50,24 +51,18 @@ pub fn save(
                 .expect("f32");
             tensors.push((
                 format!("{key}.{suffix}"),
-                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                encode(&values, safetensors::Dtype::F32),
                 dims.to_vec(),
             ));
         }
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, d, s)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                .expect("consistent view");
-            (n.clone(), view)
-        })
-        .collect();
     let opt_path = tmp.join("optimizer.safetensors");
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("adamw_step".to_string(), optimizer.step.to_string());
-    safetensors::serialize_to_file(views, Some(metadata), &opt_path)
-        .map_err(|e| Error::weights(&opt_path, format!("cannot write: {e}")))?;
+    write_safetensors(
+        &opt_path,
+        &tensors,
+        safetensors::Dtype::F32,
+        &[("adamw_step", optimizer.step.to_string())],
+    )?;
     let state_path = tmp.join("state.json");
     std::fs::write(
         &state_path,

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::data::{TokenizedPair, make_batch};
+use crate::data::{PairBatch, TokenizedPair, make_batch};
 use crate::logprobs::sequence_logps;
 use crate::lora;
 use crate::loss::{LossParams, PairLogps};
@@ -18,8 +18,24 @@ pub fn split_pairs(logps: Tensor<1>, pairs: usize) -> (Tensor<1>, Tensor<1>) {
     )
 }
 
+/// Pairs the `[2B]` policy and reference log-probs of `batch` (chosen rows first) with its
+/// completion lengths.
+pub fn pair_logps(policy: Tensor<1>, reference: Tensor<1>, batch: &PairBatch) -> PairLogps {
+    let (policy_chosen, policy_rejected) = split_pairs(policy, batch.pairs);
+    let (reference_chosen, reference_rejected) = split_pairs(reference, batch.pairs);
+    let (chosen_len, rejected_len) = split_pairs(batch.completion_len.clone(), batch.pairs);
+    PairLogps {
+        policy_chosen,
+        policy_rejected,
+        reference_chosen,
+        reference_rejected,
+        chosen_len,
+        rejected_len,
+    }
+}
+
 /// Reference log-probs `[2B]` of a batch: the same model with every adapter off, no gradient.
-pub fn reference_logps(model: &mut CausalLm, batch: &crate::data::PairBatch) -> Tensor<1> {
+pub fn reference_logps(model: &mut CausalLm, batch: &PairBatch) -> Tensor<1> {
     lora::set_enabled(model, false);
     let logps = sequence_logps(model, batch).detach();
     lora::set_enabled(model, true);
@@ -41,18 +57,10 @@ pub fn evaluate(
         let batch = make_batch(&refs, pad_id, device);
         let policy = sequence_logps(model, &batch).detach();
         let reference = reference_logps(model, &batch);
-        let (policy_chosen, policy_rejected) = split_pairs(policy, batch.pairs);
-        let (reference_chosen, reference_rejected) = split_pairs(reference, batch.pairs);
-        let (chosen_len, rejected_len) = split_pairs(batch.completion_len.clone(), batch.pairs);
-        let logps = PairLogps {
-            policy_chosen,
-            policy_rejected,
-            reference_chosen,
-            reference_rejected,
-            chosen_len,
-            rejected_len,
-        };
-        stats.extend(PairStats::from_batch(params, &logps));
+        stats.extend(PairStats::from_batch(
+            params,
+            &pair_logps(policy, reference, &batch),
+        ));
     }
     stats
 }

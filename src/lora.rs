@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::CausalLm;
 use crate::model::checkpoint::transpose;
 use crate::model::linear::LoraAdapter;
+use crate::model::save::{EncodedTensor, encode, write_safetensors};
 use crate::sampling::Rng;
 
 /// The projections LoRA targets by default: every attention and MLP projection.
@@ -152,7 +153,7 @@ pub fn save_peft(
     dir: &Path,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut tensors: Vec<EncodedTensor> = Vec::new();
     for (path, linear) in model.projections_mut() {
         let Some(lora) = &linear.lora else { continue };
         let [d_in, r] = lora.a.val().dims();
@@ -160,7 +161,7 @@ pub fn save_peft(
         // PEFT: A [r, in], B [out, r] — ours are the transposes.
         let a = transpose(&to_host(lora.a.val()), d_in, r);
         let b = transpose(&to_host(lora.b.val()), r, d_out);
-        let bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let bytes = |v: Vec<f32>| encode(&v, safetensors::Dtype::F32);
         tensors.push((
             format!("base_model.model.{path}.lora_A.weight"),
             bytes(a),
@@ -172,20 +173,13 @@ pub fn save_peft(
             vec![d_out, r],
         ));
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, data, shape)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .expect("consistent tensor view");
-            (name.clone(), view)
-        })
-        .collect();
     let weights = dir.join("adapter_model.safetensors");
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(metadata), &weights)
-        .map_err(|e| Error::weights(&weights, format!("cannot write: {e}")))?;
+    write_safetensors(
+        &weights,
+        &tensors,
+        safetensors::Dtype::F32,
+        &[("format", "pt".into())],
+    )?;
 
     let config = PeftConfig {
         peft_type: "LORA".into(),

@@ -13,10 +13,10 @@ use crate::config::TrainConfig;
 use crate::data::{TokenizedPair, make_batch, read_pairs};
 use crate::device;
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, reference_logps, split_pairs};
+use crate::eval::{evaluate, pair_logps, reference_logps};
 use crate::logprobs::sequence_logps;
 use crate::lora::{self, LoraSettings};
-use crate::loss::{LossParams, PairLogps, pair_losses};
+use crate::loss::{LossParams, pair_losses};
 use crate::metrics::PairStats;
 use crate::model::CausalLm;
 use crate::optim::{
@@ -334,18 +334,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
                 }
                 None => reference_logps(&mut model, &batch),
             };
-            let policy = sequence_logps(&model, &batch);
-            let (policy_chosen, policy_rejected) = split_pairs(policy, batch.pairs);
-            let (reference_chosen, reference_rejected) = split_pairs(reference, batch.pairs);
-            let (chosen_len, rejected_len) = split_pairs(batch.completion_len.clone(), batch.pairs);
-            let logps = PairLogps {
-                policy_chosen,
-                policy_rejected,
-                reference_chosen,
-                reference_rejected,
-                chosen_len,
-                rejected_len,
-            };
+            let logps = pair_logps(sequence_logps(&model, &batch), reference, &batch);
             // Sum over the step's pairs / their count: accumulation equals one large batch.
             let loss = pair_losses(&params, &logps).sum() / step_pairs as f64;
             let micro_stats = PairStats::from_batch(&params, &logps);

@@ -18,7 +18,8 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 tensor data")
 }
 
-fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
+/// f32 values as little-endian bytes of `dtype` (F32, F16 or BF16).
+pub fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
     match dtype {
         Dtype::BF16 => values
             .iter()
@@ -34,7 +35,7 @@ fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
 
 /// Writes every weight of `model` to `path` as `dtype` (F32, F16 or BF16).
 pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut tensors: Vec<EncodedTensor> = Vec::new();
     let mut push = |name: String, values: Vec<f32>, shape: Vec<usize>| {
         tensors.push((name, encode(&values, dtype), shape));
     };
@@ -93,16 +94,31 @@ pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<(
     if let Some(head) = &model.lm_head {
         push_linear(&mut push, "lm_head", head);
     }
+    write_safetensors(path, &tensors, dtype, &[("format", "pt".into())])
+}
+
+/// One tensor to write: name, raw little-endian bytes, shape.
+pub type EncodedTensor = (String, Vec<u8>, Vec<usize>);
+
+/// Writes `tensors` (all of `dtype`) and string `metadata` to a safetensors file at `path`.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[EncodedTensor],
+    dtype: Dtype,
+    metadata: &[(&str, String)],
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, data, shape)| {
             let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), data)
-                .expect("consistent tensor view");
+                .expect("byte length matches shape and dtype");
             (name.clone(), view)
         })
         .collect();
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     safetensors::serialize_to_file(views, Some(metadata), path)
         .map_err(|e| Error::weights(path, format!("cannot write: {e}")))
 }
