@@ -4,20 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{expected_json, model_dir};
-
-fn minordpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minordpo"))
-        .args(args)
-        .output()
-        .expect("run minordpo")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{assert_clean_failure, expected_json, minordpo, model_dir, stderr};
 
 /// Copies a fixture model into a fresh temporary directory for tampering.
 fn copy_model(name: &str) -> tempfile::TempDir {
@@ -27,18 +16,6 @@ fn copy_model(name: &str) -> tempfile::TempDir {
         std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
     }
     tmp
-}
-
-fn assert_clean_failure(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    for needle in needles {
-        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
-    }
 }
 
 #[test]

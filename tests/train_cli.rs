@@ -5,16 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn minordpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minordpo"))
-        .args(args)
-        .output()
-        .expect("run minordpo")
-}
+use common::{assert_clean_failure, minordpo};
 
 fn data(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -122,6 +117,17 @@ fn forty_minor_dpo_steps_learn_the_preferences() {
     assert!(ron.contains("max_steps: 40"), "{ron}");
 }
 
+/// Same number of lines, and `keys` within `tolerance` on every line.
+fn assert_metrics_close(a: &[Value], b: &[Value], keys: &[&str], tolerance: f64) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        for key in keys {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() < tolerance, "{key}: {x} vs {y}");
+        }
+    }
+}
+
 fn without_timing(lines: Vec<Value>) -> Vec<Value> {
     lines
         .into_iter()
@@ -184,12 +190,7 @@ fn accumulating_eight_micro_batches_equals_one_batch_of_eight() {
     );
     let (a, b) = (metrics(&big), metrics(&small));
     assert_eq!(a.len(), 3);
-    for (x, y) in a.iter().zip(&b) {
-        for key in ["loss", "grad_norm", "rewards/margins"] {
-            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            assert!((x - y).abs() < 1e-4, "{key}: {x} vs {y}");
-        }
-    }
+    assert_metrics_close(&a, &b, &["loss", "grad_norm", "rewards/margins"], 1e-4);
 }
 
 #[test]
@@ -256,13 +257,7 @@ fn eval_writes_summary_and_per_example_files() {
 
 fn fails_with<S: AsRef<str>>(args: &[S], needles: &[&str]) {
     let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let out = minordpo(&args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
+    assert_clean_failure(&minordpo(&args), needles);
 }
 
 #[test]
@@ -419,12 +414,12 @@ fn precomputed_reference_matches_the_live_reference_and_is_cached() {
         live.path(),
         &[&args[..], &["--precompute-reference", "false"]].concat(),
     );
-    for (x, y) in metrics(cached.path()).iter().zip(&metrics(live.path())) {
-        for key in ["loss", "rewards/chosen", "rewards/rejected", "grad_norm"] {
-            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            assert!((x - y).abs() < 1e-5, "{key}: {x} vs {y}");
-        }
-    }
+    assert_metrics_close(
+        &metrics(cached.path()),
+        &metrics(live.path()),
+        &["loss", "rewards/chosen", "rewards/rejected", "grad_norm"],
+        1e-5,
+    );
 }
 
 #[test]

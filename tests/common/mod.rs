@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 use burn::prelude::Device;
 use minordpo::device::{self, DeviceChoice};
@@ -56,5 +57,31 @@ pub fn wgpu_device() -> Option<Device> {
             eprintln!("skipping wgpu test: {err}");
             None
         }
+    }
+}
+
+/// Runs the `minordpo` binary.
+pub fn minordpo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minordpo"))
+        .args(args)
+        .output()
+        .expect("run minordpo")
+}
+
+/// The captured stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a non-zero exit with every needle in stderr and no panic.
+pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
     }
 }
