@@ -21,20 +21,25 @@ pub enum LrScheduler {
     Constant,
 }
 
-macro_rules! train_config {
+/// Generates a config struct (serde defaults, unknown fields rejected), its clap overrides and a
+/// `FIELDS` list from one field list, so the RON file, the flags and the docs cannot drift apart.
+/// Fields in `global { }` have no per-command flag (the global `--device` sets them).
+macro_rules! config_struct {
     (
+        $(#[doc = $sdoc:literal])*
+        $name:ident, $overrides:ident, $fields_const:ident;
         global { $( $(#[doc = $gdoc:literal])* $gfield:ident : $gty:ty = $gdefault:expr ),* $(,)? }
         $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr ),* $(,)?
     ) => {
-        /// Everything a training run needs. Unknown fields in a RON file are errors.
+        $(#[doc = $sdoc])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
-        pub struct TrainConfig {
+        pub struct $name {
             $( $(#[doc = $gdoc])* pub $gfield: $gty, )*
             $( $(#[doc = $doc])* pub $field: $ty, )*
         }
 
-        impl Default for TrainConfig {
+        impl Default for $name {
             fn default() -> Self {
                 Self { $( $gfield: $gdefault, )* $( $field: $default, )* }
             }
@@ -42,31 +47,62 @@ macro_rules! train_config {
 
         /// Command-line overrides: every config field under its kebab-case name.
         #[derive(Debug, Clone, Default, clap::Args)]
-        pub struct TrainOverrides {
+        pub struct $overrides {
             $( $(#[doc = $doc])* #[arg(long)] pub $field: Option<$ty>, )*
         }
 
-        impl TrainOverrides {
+        impl $overrides {
             /// Applies every flag that was given.
-            pub fn apply(&self, config: &mut TrainConfig) {
+            pub fn apply(&self, config: &mut $name) {
                 $( if let Some(v) = &self.$field { config.$field = v.clone(); } )*
             }
         }
 
         /// Every field name with its documentation, in declaration order (for docs and tests).
-        pub const FIELDS: &[(&str, &str)] = &[
+        pub const $fields_const: &[(&str, &str)] = &[
             $( (stringify!($gfield), concat!($($gdoc, "\n"),*)) ),*,
             $( (stringify!($field), concat!($($doc, "\n"),*)) ),*
         ];
     };
 }
 
-train_config! {
+pub(crate) use config_struct;
+
+/// Reads a RON config file into `T`; errors name the file, line and column.
+pub fn read_ron<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_ron(&text, &path.display().to_string())
+}
+
+/// Parses RON `text` (named `origin` in errors) into `T`.
+pub fn parse_ron<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    ron::from_str(text).map_err(|e| {
+        Error::Invalid(format!(
+            "{origin}:{}:{}: {}",
+            e.position.line, e.position.col, e.code
+        ))
+    })
+}
+
+/// Writes `value` as pretty RON.
+pub fn to_ron<T: Serialize>(value: &T) -> String {
+    ron::ser::to_string_pretty(value, ron::ser::PrettyConfig::default()).expect("config serialises")
+}
+
+config_struct! {
+    /// Everything a preference-training run needs. Unknown fields in a RON file are errors.
+    TrainConfig, TrainOverrides, FIELDS;
     // Set from the command line by the global `--device` flag.
     global {
         /// Where to run: auto, wgpu, cpu, flex, ndarray.
         device: DeviceChoice = DeviceChoice::Auto,
     }
+    /// Train on the built-in arithmetic task: an empty `model` / `data` becomes the demo's base
+    /// model / on-policy pairs, built with configs/demo.ron's settings (and cached) when missing.
+    builtin_task: bool = false,
+    /// The demo config whose base model and pairs `builtin_task` uses (default: the embedded
+    /// configs/demo.ron).
+    builtin_task_config: Option<PathBuf> = None,
     /// Hugging Face model directory (config.json, safetensors, tokenizer files).
     model: PathBuf = PathBuf::new(),
     /// Preference data: .jsonl, .jsonl.gz or .json.
@@ -144,22 +180,21 @@ train_config! {
 impl TrainConfig {
     /// Reads a RON file; errors name the file, line and column.
     pub fn from_ron_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        ron::from_str(&text).map_err(|e| {
-            Error::Invalid(format!(
-                "{}:{}:{}: {}",
-                path.display(),
-                e.position.line,
-                e.position.col,
-                e.code
-            ))
-        })
+        read_ron(path)
+    }
+
+    /// The committed `configs/default.ron` (MinorDPO on the built-in task), compiled in.
+    pub fn embedded_default() -> Self {
+        parse_ron(
+            include_str!("../configs/default.ron"),
+            "configs/default.ron",
+        )
+        .expect("the embedded default config parses")
     }
 
     /// The resolved config as RON.
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .expect("config serialises")
+        to_ron(self)
     }
 
     /// Checks values that would make a run meaningless.

@@ -5,9 +5,11 @@
 //! with [`tokenizer::Tokenizer::load`], pick a device with [`device::select`], and generate with
 //! [`generate::generate`].
 
+pub mod batch_generate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod eval;
@@ -18,8 +20,11 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod reference_cache;
 pub mod sampling;
+pub mod sft;
+pub mod task;
 pub mod tokenizer;
 pub mod train;
 

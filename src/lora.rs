@@ -332,18 +332,5 @@ pub fn merge_to_dir(
     merge(&mut model);
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     crate::model::save::save_safetensors(&model, &output.join("model.safetensors"), dtype)?;
-    for name in [
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
-        let src = model_dir.join(name);
-        if src.is_file() {
-            std::fs::copy(&src, output.join(name)).map_err(|e| Error::io(&src, e))?;
-        }
-    }
-    Ok(())
+    crate::model::save::copy_model_files(model_dir, output)
 }

@@ -1,5 +1,5 @@
-//! The `minordpo` command line: `devices` and `generate` (training commands arrive with the
-//! preference-tuning work).
+//! The `minordpo` command line: `devices`, `generate`, `eval`, `merge`, `train` (preference
+//! tuning; with no arguments, the built-in task), `sft` and `demo`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use minordpo::config::{TrainConfig, TrainOverrides};
 use minordpo::data::read_pairs;
+use minordpo::demo::DemoConfig;
 use minordpo::device::{self, DeviceChoice};
 use minordpo::eval::evaluate;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
@@ -43,8 +44,34 @@ enum Command {
     Eval(EvalArgs),
     /// Fold a LoRA adapter into the base weights and write a Hugging Face model directory.
     Merge(MergeArgs),
-    /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss.
+    /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss. With no
+    /// arguments: MinorDPO on the built-in arithmetic task (configs/default.ron), nothing to
+    /// download.
     Train(Box<TrainArgs>),
+    /// Supervised fine-tuning (completion-only loss): every weight or LoRA adapters.
+    Sft(Box<SftArgs>),
+    /// The teaching demo: a tiny model learns arithmetic from scratch, then DPO and MinorDPO are
+    /// compared on its own answers at a low and a high learning rate; writes report.md and plots.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct SftArgs {
+    /// RON config file; command-line flags override its fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: minordpo::sft::SftOverrides,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Demo config (RON); default: the embedded configs/demo.ron.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory (overrides the config's `output`).
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +193,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Train(args) => run_train(cli.device, *args),
+        Command::Sft(args) => run_sft(cli.device, *args),
+        Command::Demo(args) => run_demo(cli.device, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -331,8 +360,15 @@ fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
 }
 
 fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
+    let bare = args.overrides.model.is_none() && args.overrides.data.is_none();
     let mut config = match &args.config {
         Some(path) => TrainConfig::from_ron_file(path)?,
+        None if bare => {
+            eprintln!(
+                "no --config, --model or --data: running configs/default.ron (the built-in task)"
+            );
+            TrainConfig::embedded_default()
+        }
         None => TrainConfig::default(),
     };
     // The global --device flag counts as an override only when given explicitly.
@@ -340,17 +376,100 @@ fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
         config.device = choice;
     }
     args.overrides.apply(&mut config);
+    let demo = match &config.builtin_task_config {
+        Some(path) => minordpo::config::read_ron(path)?,
+        None => DemoConfig::embedded(),
+    };
+    if config.builtin_task
+        && (config.model.as_os_str().is_empty() || config.data.as_os_str().is_empty())
+    {
+        let prepared = minordpo::demo::prepare(&demo, config.device)?;
+        if config.model.as_os_str().is_empty() {
+            config.model = prepared.base;
+        }
+        if config.data.as_os_str().is_empty() {
+            config.data = prepared.pairs;
+        }
+    }
     eprintln!("config:\n{}", config.to_ron());
     let resume = args.resume.map(|dir| match dir {
         Some(dir) => minordpo::train::Resume::From(dir),
         None => minordpo::train::Resume::Latest,
     });
     let summary = minordpo::train::train(&config, resume)?;
+    let adapter = summary.output.join("adapter");
     eprintln!(
         "done: {} steps; adapter in {}, metrics in {}",
         summary.steps,
-        summary.output.join("adapter").display(),
+        adapter.display(),
         summary.output.join("metrics.jsonl").display()
     );
+    if config.builtin_task {
+        let device = device::select(config.device)?.device;
+        let tokenizer = Tokenizer::load(&config.model)?;
+        let problems = minordpo::demo::eval_problems(&demo);
+        let score = |adapter: Option<&std::path::Path>| -> anyhow::Result<f64> {
+            let model = minordpo::demo::solve::load(&config.model, adapter, &device)?;
+            Ok(minordpo::demo::solve::accuracy(
+                &model,
+                &tokenizer,
+                &problems,
+                demo.max_answer_tokens,
+                &device,
+            )?)
+        };
+        let (before, after) = (score(None)?, score(Some(&adapter))?);
+        let example = &problems[0].question;
+        println!(
+            "greedy accuracy on {} test questions: {:.1}% (base) → {:.1}% (base + adapter)\n\
+             outputs: {} (adapter, metrics.jsonl, config.ron); base model: {}; pairs: {}\n\
+             try next:\n  \
+             cargo run --release -- generate --model {} --adapter {} --chat \"{example}\"\n  \
+             cargo run --release -- demo      # DPO vs MinorDPO side by side, report.md + plots\n  \
+             cargo run --release -- train --learning-rate 3e-3 --loss sigmoid --output runs/dpo-high-lr",
+            problems.len(),
+            100.0 * before,
+            100.0 * after,
+            summary.output.display(),
+            config.model.display(),
+            config.data.display(),
+            config.model.display(),
+            adapter.display(),
+        );
+    }
+    Ok(())
+}
+
+fn run_sft(choice: DeviceChoice, args: SftArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => minordpo::config::read_ron(path)?,
+        None => minordpo::sft::SftConfig::default(),
+    };
+    if choice != DeviceChoice::Auto {
+        config.device = choice;
+    }
+    args.overrides.apply(&mut config);
+    eprintln!("config:\n{}", minordpo::config::to_ron(&config));
+    let summary = minordpo::sft::sft(&config)?;
+    eprintln!(
+        "done: {} steps; result in {}, metrics in {}",
+        summary.steps,
+        summary.result.display(),
+        config.output.join("metrics.jsonl").display()
+    );
+    Ok(())
+}
+
+fn run_demo(choice: DeviceChoice, args: DemoArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => minordpo::config::read_ron(path)?,
+        None => DemoConfig::embedded(),
+    };
+    if let Some(output) = args.output {
+        config.output = output;
+    }
+    let (report, table) = minordpo::demo::run_demo(&config, choice)?;
+    println!("{table}");
+    println!("report: {} (plots beside it)", report.display());
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn loss_params(c: &TrainConfig) -> LossParams {
 }
 
 /// Shuffled index order of epoch `epoch` (Fisher–Yates with a per-epoch seed).
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -66,13 +66,9 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Splits off `fraction` of `pairs` (at least one, never all; needs two or more pairs), chosen by
+/// Splits off `fraction` of `pairs` (at least one, never all; needs two or more items), chosen by
 /// a seeded shuffle.
-fn hold_out(
-    pairs: Vec<TokenizedPair>,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<TokenizedPair>, Vec<TokenizedPair>) {
+pub(crate) fn hold_out<T>(pairs: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
     let order = epoch_order(pairs.len(), seed, usize::MAX);
     let held = ((pairs.len() as f64 * fraction).round() as usize).clamp(1, pairs.len() - 1);
     let held: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
@@ -94,12 +90,27 @@ fn group_by_length(order: &mut [usize], pairs: &[TokenizedPair], batch_size: usi
     }
 }
 
-fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn metrics_line(
+    stats: &PairStats,
+    prefix: &str,
+) -> serde_json::Map<String, serde_json::Value> {
     stats
         .summary()
         .into_iter()
         .map(|(k, v)| (format!("{prefix}{k}"), serde_json::json!(v)))
         .collect()
+}
+
+/// A progress bar on stderr when it is a terminal (plain log lines otherwise).
+pub(crate) fn progress_bar(total_steps: usize) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total_steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+                .expect("valid template"),
+        );
+        bar
+    })
 }
 
 /// Where a run continues from.
@@ -269,14 +280,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
     } else {
         None
     };
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total_steps as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
-                .expect("valid template"),
-        );
-        bar
-    });
+    let progress = progress_bar(total_steps);
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
     let mut last_log = serde_json::Map::new();

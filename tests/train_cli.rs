@@ -327,7 +327,11 @@ fn bad_training_inputs_are_named() {
 
     let config = write("bad.ron", b"(\n  beta: 0.1,\n  betta: 2.0,\n)\n");
     fails_with(&["train", "--config", &config], &["bad.ron:3", "betta"]);
-    fails_with(&["train", "--device", "cpu"], &["model"]);
+    // --data without --model is not the built-in task: the missing model is named
+    fails_with(
+        &["train", "--device", "cpu", "--data", &standard],
+        &["config field `model`"],
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -428,7 +432,10 @@ fn shipped_configs_parse() {
     let mut count = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "ron") {
+        if path.file_name().is_some_and(|n| n == "demo.ron") {
+            minordpo::config::read_ron::<minordpo::demo::DemoConfig>(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        } else if path.extension().is_some_and(|e| e == "ron") {
             minordpo::config::TrainConfig::from_ron_file(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             count += 1;
@@ -443,12 +450,38 @@ fn configuration_doc_lists_every_field() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
     )
     .unwrap();
-    for (field, _) in minordpo::config::FIELDS {
-        assert!(
-            doc.contains(&format!("| `{field}` |")),
-            "docs/configuration.md lacks `{field}`"
-        );
+    // Each config's fields must be listed in its own section of the reference.
+    let section = |title: &str| -> String {
+        let start = doc
+            .find(title)
+            .unwrap_or_else(|| panic!("docs/configuration.md lacks the section {title}"));
+        let rest = &doc[start + title.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let check = |title: &str, fields: Vec<String>| {
+        let text = section(title);
+        for field in fields {
+            assert!(
+                text.contains(&format!("| `{field}` |")),
+                "docs/configuration.md, {title}: lacks `{field}`"
+            );
+        }
+    };
+    let names = |fields: &[(&str, &str)]| fields.iter().map(|(f, _)| f.to_string()).collect();
+    check("## `train`", names(minordpo::config::FIELDS));
+    check("## `sft`", names(minordpo::sft::SFT_FIELDS));
+    // The demo config's fields, nested ones as `section.field`.
+    let demo = serde_json::to_value(minordpo::demo::DemoConfig::embedded()).unwrap();
+    let mut fields = Vec::new();
+    for (key, value) in demo.as_object().unwrap() {
+        match value {
+            Value::Object(inner) if key != "model" => {
+                fields.extend(inner.keys().map(|k| format!("{key}.{k}")));
+            }
+            _ => fields.push(key.clone()),
+        }
     }
+    check("## `demo`", fields);
 }
 
 #[test]

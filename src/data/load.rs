@@ -38,8 +38,12 @@ pub struct LoadedRows {
     pub identical: Vec<usize>,
 }
 
-/// Reads and validates `path`. Any bad row fails the whole file, listing every bad row.
-pub fn load_preferences(path: &Path) -> Result<LoadedRows> {
+/// A file's rows as JSON values with their line (JSONL) or 1-based index (JSON array); a row that
+/// is not valid JSON carries its error message.
+pub type JsonRows = Vec<(usize, std::result::Result<Value, String>)>;
+
+/// Reads `.jsonl`, `.jsonl.gz` or `.json` (an array) into rows.
+pub fn read_json_rows(path: &Path) -> Result<JsonRows> {
     let name = path.to_string_lossy().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = if name.ends_with(".gz") {
@@ -54,38 +58,49 @@ pub fn load_preferences(path: &Path) -> Result<LoadedRows> {
     };
     let is_array =
         name.trim_end_matches(".gz").ends_with(".json") || text.trim_start().starts_with('[');
-    let items: Vec<(usize, std::result::Result<Value, String>)> = if is_array {
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(items)) => items
+    if is_array {
+        return match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Array(items)) => Ok(items
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| (i + 1, Ok(v)))
-                .collect(),
-            Ok(_) => {
-                return Err(Error::Invalid(format!(
-                    "{name}: expected a JSON array of rows"
-                )));
-            }
-            Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "{name}:{}: bad JSON: {e}",
-                    e.line()
-                )));
-            }
-        }
-    } else {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                (
-                    i + 1,
-                    serde_json::from_str::<Value>(l).map_err(|e| format!("bad JSON: {e}")),
-                )
-            })
-            .collect()
-    };
+                .collect()),
+            Ok(_) => Err(Error::Invalid(format!(
+                "{name}: expected a JSON array of rows"
+            ))),
+            Err(e) => Err(Error::Invalid(format!(
+                "{name}:{}: bad JSON: {e}",
+                e.line()
+            ))),
+        };
+    }
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            (
+                i + 1,
+                serde_json::from_str::<Value>(l).map_err(|e| format!("bad JSON: {e}")),
+            )
+        })
+        .collect())
+}
 
+/// Joins per-row errors (the first 20, then a count) into one error.
+pub fn row_errors(errors: &[String]) -> Error {
+    let shown = errors.len().min(20);
+    let mut text = errors[..shown].join("\n");
+    if errors.len() > shown {
+        text.push_str(&format!("\n… and {} more bad rows", errors.len() - shown));
+    }
+    Error::Invalid(text)
+}
+
+/// Reads and validates `path`. Any bad row fails the whole file, listing every bad row.
+pub fn load_preferences(path: &Path) -> Result<LoadedRows> {
+    let name = path.to_string_lossy().to_string();
+    let items = read_json_rows(path)?;
     let mut loaded = LoadedRows::default();
     let mut errors = Vec::new();
     for (line, item) in items {
@@ -96,12 +111,7 @@ pub fn load_preferences(path: &Path) -> Result<LoadedRows> {
         }
     }
     if !errors.is_empty() {
-        let shown = errors.len().min(20);
-        let mut text = errors[..shown].join("\n");
-        if errors.len() > shown {
-            text.push_str(&format!("\n… and {} more bad rows", errors.len() - shown));
-        }
-        return Err(Error::Invalid(text));
+        return Err(row_errors(&errors));
     }
     if loaded.rows.is_empty() {
         return Err(Error::Invalid(format!(
@@ -116,7 +126,7 @@ pub fn load_preferences(path: &Path) -> Result<LoadedRows> {
     Ok(loaded)
 }
 
-fn parse_text(v: &Value, field: &str) -> std::result::Result<Text, String> {
+pub(crate) fn parse_text(v: &Value, field: &str) -> std::result::Result<Text, String> {
     match v {
         Value::String(s) => Ok(Text::Plain(s.clone())),
         Value::Array(items) => items
@@ -141,7 +151,7 @@ fn parse_text(v: &Value, field: &str) -> std::result::Result<Text, String> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

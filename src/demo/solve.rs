@@ -1,0 +1,149 @@
+//! The model against the task: greedy test accuracy, and on-policy preference pairs (a correct
+//! answer as `chosen`, one of the model's own wrong answers as `rejected`).
+
+use std::path::Path;
+
+use burn::prelude::*;
+
+use super::config::PairSampling;
+use crate::batch_generate::{BatchRequest, generate_batch};
+use crate::error::Result;
+use crate::lora;
+use crate::model::CausalLm;
+use crate::sampling::Sampling;
+use crate::task::{Problem, is_correct};
+use crate::tokenizer::{Message, Tokenizer};
+
+const MAX_BATCH: usize = 64;
+
+/// The chat-formatted prompt of a question.
+pub fn prompt_ids(tokenizer: &Tokenizer, question: &str) -> Result<Vec<u32>> {
+    let text = tokenizer.apply_chat_template(&[Message::new("user", question)], true)?;
+    tokenizer.encode(&text, false)
+}
+
+/// Loads the model in `model_dir` (plus a PEFT adapter) for inference.
+pub fn load(model_dir: &Path, adapter: Option<&Path>, device: &Device) -> Result<CausalLm> {
+    let mut model = CausalLm::load(model_dir, device)?;
+    if let Some(adapter) = adapter {
+        lora::load_peft(&mut model, adapter, device)?;
+    }
+    Ok(model)
+}
+
+/// Answers to `problems` (decoded text), greedy or sampled.
+pub fn answers(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    problems: &[&Problem],
+    sampling: Sampling,
+    seed: u64,
+    max_tokens: usize,
+    device: &Device,
+) -> Result<Vec<String>> {
+    let prompts = problems
+        .iter()
+        .map(|p| prompt_ids(tokenizer, &p.question))
+        .collect::<Result<Vec<_>>>()?;
+    let request = BatchRequest {
+        max_new_tokens: max_tokens,
+        sampling,
+        seed,
+        stop_ids: tokenizer.eos_token_id().into_iter().collect(),
+        max_batch: MAX_BATCH,
+    };
+    generate_batch(model, &prompts, &request, device)?
+        .iter()
+        .map(|ids| tokenizer.decode(ids, true))
+        .collect()
+}
+
+/// Fraction of `problems` the model answers right with greedy decoding.
+pub fn accuracy(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    problems: &[Problem],
+    max_tokens: usize,
+    device: &Device,
+) -> Result<f64> {
+    let refs: Vec<&Problem> = problems.iter().collect();
+    let texts = answers(
+        model,
+        tokenizer,
+        &refs,
+        Sampling::GREEDY,
+        0,
+        max_tokens,
+        device,
+    )?;
+    let right = problems
+        .iter()
+        .zip(&texts)
+        .filter(|(p, t)| is_correct(p, t))
+        .count();
+    Ok(right as f64 / problems.len().max(1) as f64)
+}
+
+/// One on-policy pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub question: String,
+    pub chosen: String,
+    pub rejected: String,
+    /// Whether `chosen` was sampled (else it is the reference worked answer).
+    pub chosen_sampled: bool,
+}
+
+/// Samples `samples` answers per problem; keeps a pair for every problem with at least one wrong
+/// answer: the first right sample (or the reference answer when none was right) against the first
+/// wrong one.
+pub fn sample_pairs(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    problems: &[Problem],
+    plan: &PairSampling,
+    seed: u64,
+    max_tokens: usize,
+    device: &Device,
+) -> Result<Vec<Pair>> {
+    let (samples, temperature) = (plan.samples, plan.temperature);
+    let repeated: Vec<&Problem> = problems
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, samples))
+        .collect();
+    let sampling = Sampling {
+        temperature,
+        top_p: 1.0,
+        top_k: 0,
+    };
+    let texts = answers(
+        model, tokenizer, &repeated, sampling, seed, max_tokens, device,
+    )?;
+    let mut pairs = Vec::new();
+    for (p, group) in problems.iter().zip(texts.chunks(samples.max(1))) {
+        let right = group.iter().find(|t| is_correct(p, t));
+        let Some(wrong) = group.iter().find(|t| !is_correct(p, t)) else {
+            continue;
+        };
+        pairs.push(Pair {
+            question: p.question.clone(),
+            chosen: right.cloned().unwrap_or_else(|| p.worked_answer()),
+            rejected: wrong.clone(),
+            chosen_sampled: right.is_some(),
+        });
+    }
+    Ok(pairs)
+}
+
+impl Pair {
+    /// The conversational preference row (TRL's format).
+    pub fn to_json(&self) -> serde_json::Value {
+        let turn =
+            |role: &str, content: &str| serde_json::json!([{"role": role, "content": content}]);
+        serde_json::json!({
+            "prompt": turn("user", &self.question),
+            "chosen": turn("assistant", &self.chosen),
+            "rejected": turn("assistant", &self.rejected),
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! End-to-end tests of `minordpo sft` and `minordpo demo`: LoRA and full-parameter SFT learn their
+//! data and write loadable results, bad SFT rows fail with the file, line and field; a shortened
+//! demo builds the data, tokenizer, a from-scratch base model and on-policy pairs, runs DPO and
+//! MinorDPO and writes a report and plots that parse; a second run reuses every step; `train` on
+//! the built-in task reuses the same base model and pairs and ends with accuracy and next steps.
+//! (One test binary for both: every binary links Burn, which costs CI time.)
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_clean_failure, minordpo};
+use serde_json::Value;
+
+fn write_rows(dir: &Path) -> String {
+    let rows = [
+        r#"{"prompt": "The capital of France is", "completion": " Paris."}"#,
+        r#"{"prompt": "Two plus two is", "completion": " four."}"#,
+        r#"{"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi there!"}]}"#,
+        r#"{"prompt": "The sky is", "completion": " blue."}"#,
+    ];
+    let path = dir.join("sft.jsonl");
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn sft(tmp: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let model = common::model_dir("llama3");
+    let data = write_rows(tmp);
+    let out = tmp.join(name);
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "sft",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &data,
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--logging-steps",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--max-length",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    let result = minordpo(&args);
+    assert!(result.status.success(), "{}", common::stderr(&result));
+    out
+}
+
+#[test]
+fn lora_sft_learns_and_writes_a_peft_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sft(
+        tmp.path(),
+        "lora",
+        &[
+            "--max-steps",
+            "25",
+            "--learning-rate",
+            "1e-2",
+            "--lora-r",
+            "8",
+        ],
+    );
+    let l = losses(&out);
+    assert_eq!(l.len(), 25);
+    assert!(l[24] < 0.5 * l[0], "loss {} → {}", l[0], l[24]);
+    let adapter = out.join("adapter");
+    let mut model = minordpo::model::CausalLm::load(
+        &common::model_dir("llama3"),
+        &burn::prelude::Device::flex(),
+    )
+    .unwrap();
+    minordpo::lora::load_peft(&mut model, &adapter, &burn::prelude::Device::flex()).unwrap();
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    for key in [
+        "mean_token_accuracy",
+        "grad_norm",
+        "learning_rate",
+        "tokens_per_second",
+        "epoch",
+    ] {
+        assert!(line[key].is_number(), "{key} missing: {line}");
+    }
+}
+
+#[test]
+fn full_sft_learns_and_writes_a_whole_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sft(
+        tmp.path(),
+        "full",
+        &[
+            "--method",
+            "full",
+            "--max-steps",
+            "20",
+            "--learning-rate",
+            "3e-3",
+            "--save-steps",
+            "10",
+        ],
+    );
+    let l = losses(&out);
+    assert!(l[19] < 0.5 * l[0], "loss {} → {}", l[0], l[19]);
+    for dir in [out.join("model"), out.join("checkpoint-10")] {
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(dir.join(file).is_file(), "{}/{file}", dir.display());
+        }
+    }
+    // the trained model generates its training completion
+    let model = out.join("model");
+    let generated = minordpo(&[
+        "--device",
+        "cpu",
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+    ]);
+    assert!(generated.status.success(), "{}", common::stderr(&generated));
+    assert!(
+        String::from_utf8_lossy(&generated.stdout).contains("Paris"),
+        "{}",
+        String::from_utf8_lossy(&generated.stdout)
+    );
+}
+
+#[test]
+fn bad_sft_rows_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::model_dir("llama3");
+    let check = |name: &str, text: &str, needles: &[&str]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = minordpo(&[
+            "--device",
+            "cpu",
+            "sft",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            path.to_str().unwrap(),
+            "--output",
+            tmp.path().join("out").to_str().unwrap(),
+        ]);
+        assert_clean_failure(&out, needles);
+    };
+    check(
+        "a.jsonl",
+        "{\"prompt\": \"x\", \"completion\": \"y\"}\n{\"prompt\": \"x\"}\n",
+        &["a.jsonl:2: missing field `completion`"],
+    );
+    check(
+        "b.jsonl",
+        "{\"messages\": [{\"role\": \"assistant\", \"content\": \"y\"}, {\"role\": \"user\", \"content\": \"x\"}]}\n",
+        &["b.jsonl:1: field `messages`", "the last from the assistant"],
+    );
+    check(
+        "c.jsonl",
+        "{\"prompt\": \"x\", \"completion\": 3}\n",
+        &["c.jsonl:1: field `completion`", "found a number"],
+    );
+    check("d.jsonl", "", &["d.jsonl", "no usable rows"]);
+}
+
+const SHORT_DEMO: &str = r#"(
+    output: "OUTPUT",
+    seed: 3,
+    train_questions: 300,
+    test_questions: 20,
+    eval_questions: 8,
+    max_answer_tokens: 24,
+    vocab_size: 300,
+    model: (hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2,
+            num_key_value_heads: 1, max_position_embeddings: 160, tie_word_embeddings: true),
+    base: (learning_rate: 3e-3, batch_size: 8, max_steps: 6, warmup_steps: 2, weight_decay: 0.0, adam_beta2: 0.98),
+    pairs: (questions: 16, samples: 2, temperature: 1.0),
+    preference: (beta: 0.1, batch_size: 4, max_steps: 4, lora_r: 4, lora_alpha: 8.0,
+                 eval_split: 0.25, accuracy_points: 2),
+    runs: [(loss: sigmoid, learning_rate: 1e-3), (loss: minor_dpo, learning_rate: 1e-3)],
+)"#;
+
+fn run(args: &[&str]) -> (String, String) {
+    let out = minordpo(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn assert_svg(path: &Path, min_lines: usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", path.display()));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let lines = doc
+        .descendants()
+        .filter(|n| matches!(n.tag_name().name(), "polyline" | "circle"))
+        .count();
+    assert!(lines >= min_lines, "{}: {lines} data lines", path.display());
+}
+
+#[test]
+fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("demo");
+    let config = tmp.path().join("demo.ron");
+    let text = SHORT_DEMO.replace("OUTPUT", &output.to_string_lossy().replace('\\', "/"));
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+
+    let (stdout, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
+    // the printed table: a header, a rule and one row per run
+    assert!(
+        stdout.contains("| run | learning rate | test accuracy (greedy)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| DPO | 0.001 |") && stdout.contains("| MinorDPO | 0.001 |"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("pairs from 16 questions"), "{stderr}");
+
+    let report = std::fs::read_to_string(output.join("report.md")).unwrap();
+    assert!(report.starts_with("# MinorDPO vs DPO"));
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| DPO") || l.starts_with("| MinorDPO"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{report}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[3].contains('%') && cells[3].contains('→'), "{row}");
+        for cell in &cells[4..8] {
+            cell.parse::<f64>()
+                .or_else(|_| cell.trim_end_matches('%').parse::<f64>())
+                .unwrap_or_else(|_| panic!("{row}"));
+        }
+    }
+    assert!(report.contains("## What this run shows"));
+    for svg in ["logps-dpo-lr0_001.svg", "logps-minordpo-lr0_001.svg"] {
+        assert!(report.contains(svg));
+        assert_svg(&output.join(svg), 2);
+    }
+    for svg in ["margins.svg", "chosen.svg", "accuracy.svg"] {
+        assert_svg(&output.join(svg), 2);
+    }
+    // the base model is a Hugging Face directory; the pairs are a valid preference file
+    let base = output.join("base/model");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(base.join(file).is_file(), "{file}");
+    }
+    let loaded = minordpo::data::load_preferences(&output.join("pairs.jsonl")).unwrap();
+    assert_eq!(loaded.rows.len(), 16);
+    let accuracy: Vec<(usize, f64)> = serde_json::from_str(
+        &std::fs::read_to_string(output.join("runs/minordpo-lr0.001/accuracy.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        accuracy.iter().map(|a| a.0).collect::<Vec<_>>(),
+        vec![0, 2, 4]
+    );
+
+    // everything is cached: a second run rebuilds nothing
+    let (_, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
+    assert!(!stderr.contains("building"), "{stderr}");
+    assert_eq!(stderr.matches("reusing").count(), 8, "{stderr}");
+
+    // train on the built-in task with this demo's base model and pairs
+    let train_out = tmp.path().join("train");
+    let (stdout, stderr) = run(&[
+        "--device",
+        "cpu",
+        "train",
+        "--builtin-task",
+        "true",
+        "--builtin-task-config",
+        config,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--output",
+        train_out.to_str().unwrap(),
+    ]);
+    assert!(!stderr.contains("building"), "{stderr}");
+    assert!(
+        stdout.contains("greedy accuracy on 8 test questions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("try next:") && stdout.contains("--adapter"),
+        "{stdout}"
+    );
+    assert!(
+        train_out
+            .join("adapter/adapter_model.safetensors")
+            .is_file()
+    );
+}
