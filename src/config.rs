@@ -167,6 +167,9 @@ config_struct! {
     group_by_length: bool = false,
     /// Longest prompt + completion in tokens (longer ones are cut at the end).
     max_length: usize = 1024,
+    /// Positions per fused LM-head + log-prob chunk: the whole `[rows, positions, vocab]` logits
+    /// are never held, forward or backward (0 = the plain path).
+    logprob_chunk: usize = 256,
     /// Seed for adapter init, data order and the eval split.
     seed: u64 = 42,
     /// Write `checkpoint-N/` (adapter, optimizer, step) every N steps (0 = none).

@@ -6,6 +6,7 @@
 //! [`generate::generate`].
 
 pub mod batch_generate;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod kernels;
 pub mod logprobs;
 pub mod lora;
 pub mod loss;

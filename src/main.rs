@@ -53,6 +53,42 @@ enum Command {
     /// The teaching demo: a tiny model learns arithmetic from scratch, then DPO and MinorDPO are
     /// compared on its own answers at a low and a high learning rate; writes report.md and plots.
     Demo(DemoArgs),
+    /// Time full LoRA-DPO training steps on synthetic tokens; prints one JSON line (tokens/s,
+    /// median step time, peak memory, GFLOP/s).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["model", "preset"])))]
+struct BenchArgs {
+    /// Hugging Face model directory to benchmark.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Random weights with a real model's shape (no download): tiny, smollm2-135m,
+    /// qwen2.5-0.5b, llama-3.2-1b.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Pairs per step (each pair is two sequences).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Tokens per sequence (half prompt, half completion).
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Untimed steps first (autotuning, allocation).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Positions per fused LM-head chunk (0 = the plain path: whole logits).
+    #[arg(long, default_value_t = 256)]
+    logprob_chunk: usize,
+    /// Run the reference forward every step instead of precomputing it once.
+    #[arg(long)]
+    live_reference: bool,
+    /// LoRA rank (adapters on every projection).
+    #[arg(long, default_value_t = 16)]
+    lora_r: usize,
 }
 
 #[derive(clap::Args)]
@@ -195,6 +231,21 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(cli.device, *args),
         Command::Sft(args) => run_sft(cli.device, *args),
         Command::Demo(args) => run_demo(cli.device, args),
+        Command::Bench(args) => minordpo::bench::bench(&minordpo::bench::BenchSettings {
+            model: args.model,
+            preset: args.preset,
+            device: cli.device,
+            batch_size: args.batch_size,
+            seq_len: args.seq_len,
+            steps: args.steps,
+            warmup: args.warmup,
+            logprob_chunk: args.logprob_chunk,
+            precompute_reference: !args.live_reference,
+            lora_r: args.lora_r,
+            seed: 0,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,6 +362,7 @@ fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let tokenizer = Tokenizer::load(&args.model)?;
     let pairs = read_pairs(&args.data, &tokenizer, args.max_length)?;
     let mut model = CausalLm::load(&args.model, &selected.device)?;
+    model.logprob_chunk = TrainConfig::default().logprob_chunk;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }

@@ -200,6 +200,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
     };
 
     let mut model = CausalLm::load(&config.model, &device)?;
+    model.logprob_chunk = config.logprob_chunk;
     let (settings, mut optimizer, start_step) = init_adapters(config, resume, &mut model, &device)?;
     if !lora::has_adapters(&mut model) {
         return Err(Error::Invalid(format!(

@@ -236,3 +236,55 @@ fn generate_applies_a_peft_adapter() {
     let tuned = ids(run(&["--adapter", adapter.to_str().unwrap()]));
     assert_ne!(base, tuned, "the adapter should change greedy output");
 }
+
+#[test]
+fn bench_prints_one_json_line_with_its_figures() {
+    let model = model_dir("llama3");
+    for (what, value) in [("--preset", "tiny"), ("--model", model.to_str().unwrap())] {
+        let out = minordpo(&[
+            "--device",
+            "cpu",
+            "bench",
+            what,
+            value,
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--logprob-chunk",
+            "8",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        for key in [
+            "tokens_per_second",
+            "step_ms_median",
+            "gflops_per_second",
+            "gflops_per_step",
+        ] {
+            let v = report[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {report}"));
+            assert!(v.is_finite() && v > 0.0, "{key}: {report}");
+        }
+        assert_eq!(report["step_ms"].as_array().unwrap().len(), 2);
+        assert!(
+            report["parameters"].as_u64().unwrap()
+                > report["trainable_parameters"].as_u64().unwrap()
+        );
+        if cfg!(unix) {
+            assert!(
+                report["peak_memory_bytes"].as_u64().unwrap() > 1_000_000,
+                "{report}"
+            );
+        }
+    }
+    let out = minordpo(&["--device", "cpu", "bench", "--preset", "gpt-5"]);
+    assert_clean_failure(&out, &["unknown preset `gpt-5`", "qwen2.5-0.5b"]);
+}

@@ -9,7 +9,7 @@ use burn::tensor::module::embedding;
 
 use super::attention::{Attention, LayerCache, causal_mask};
 use super::block::Block;
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::ModelConfig;
 use super::linear::Linear;
 use super::mlp::Mlp;
@@ -37,6 +37,10 @@ pub struct CausalLm {
     pub rope: Rope,
     #[module(skip)]
     pub config: ModelConfig,
+    /// How training computes log-probs: positions per fused LM-head chunk (0 = the plain path,
+    /// whole logits at once). An execution choice, not a weight.
+    #[module(skip)]
+    pub logprob_chunk: usize,
 }
 
 impl CausalLm {
@@ -50,9 +54,15 @@ impl CausalLm {
         })
     }
 
+    /// A model of `config` with random weights (uniform, std 0.02; unit norms, zero biases): a
+    /// real model's shape without its download, for benchmarks.
+    pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::from_checkpoint(config, &mut super::init::RandomWeights::new(seed), device)
+    }
+
     fn from_checkpoint(
         config: ModelConfig,
-        ckpt: &mut Checkpoint,
+        ckpt: &mut dyn WeightSource,
         device: &Device,
     ) -> Result<Self> {
         let c = &config;
@@ -161,6 +171,7 @@ impl CausalLm {
             lm_head,
             rope,
             config,
+            logprob_chunk: 0,
         })
     }
 
@@ -221,6 +232,16 @@ impl CausalLm {
         }
     }
 
+    /// The LM head as a plain `[hidden, vocab]` matrix (the tied embeddings transposed), or `None`
+    /// when the head has a bias or an adapter and must run as a layer.
+    pub fn lm_head_weight(&self) -> Option<Tensor<2>> {
+        match &self.lm_head {
+            None => Some(self.embed_tokens.val().transpose()),
+            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(head.weight.val()),
+            Some(_) => None,
+        }
+    }
+
     /// Logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.lm_head(self.forward_hidden(tokens, cache))
@@ -229,7 +250,7 @@ impl CausalLm {
 
 /// `PREFIX.weight` (PyTorch `[d_out, d_in]`, transposed) and, with `bias`, `PREFIX.bias`.
 fn load_linear(
-    ckpt: &mut Checkpoint,
+    ckpt: &mut dyn WeightSource,
     prefix: &str,
     d_in: usize,
     d_out: usize,
@@ -249,7 +270,7 @@ fn load_linear(
 
 /// An RMSNorm whose scale is `PREFIX.weight` `[len]`.
 fn load_norm(
-    ckpt: &mut Checkpoint,
+    ckpt: &mut dyn WeightSource,
     prefix: &str,
     len: usize,
     eps: f64,

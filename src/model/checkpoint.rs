@@ -101,7 +101,7 @@ impl Checkpoint {
     }
 
     /// Reads `name` as f32 after checking it has `shape`.
-    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    fn take_checked(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (path, info, bytes) = self.raw(name)?;
         if info.shape != shape {
             return Err(Error::weights(
@@ -123,17 +123,6 @@ impl Checkpoint {
         })?;
         self.taken.insert(name.to_string());
         Ok(values)
-    }
-
-    /// Reads a 2-D PyTorch weight `[rows, cols]` and returns it transposed, `[cols, rows]`.
-    pub fn take_transposed(&mut self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-        let values = self.take(name, &[rows, cols])?;
-        Ok(transpose(&values, rows, cols))
-    }
-
-    /// Marks `name` as deliberately unused (e.g. an `lm_head` tied to the embeddings).
-    pub fn ignore(&mut self, name: &str) {
-        self.taken.insert(name.to_string());
     }
 
     /// Fails if the checkpoint holds tensors the model never asked for.
@@ -220,6 +209,31 @@ pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Where the model's weights come from: a checkpoint on disk, or random values (benchmarks).
+pub trait WeightSource {
+    /// `name` as f32 values of `shape` (PyTorch layout).
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// A 2-D PyTorch weight `[rows, cols]` returned transposed, `[cols, rows]`.
+    fn take_transposed(&mut self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let values = self.take(name, &[rows, cols])?;
+        Ok(transpose(&values, rows, cols))
+    }
+
+    /// Marks `name` as deliberately unused (e.g. an `lm_head` tied to the embeddings).
+    fn ignore(&mut self, name: &str);
+}
+
+impl WeightSource for Checkpoint {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.take_checked(name, shape)
+    }
+
+    fn ignore(&mut self, name: &str) {
+        self.taken.insert(name.to_string());
+    }
 }
 
 #[cfg(test)]

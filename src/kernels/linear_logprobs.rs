@@ -1,0 +1,360 @@
+//! `log softmax(h · W)[target]` for every row of `h`, `chunk` rows at a time, as one differentiable
+//! operation (Liger's fused linear cross-entropy / Cut Cross-Entropy, in spirit).
+//!
+//! The forward keeps only the `[rows]` result; the backward recomputes each chunk's logits and
+//! turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ`, so neither pass ever holds
+//! more than `[chunk, vocab]` logits. A plain-ops implementation serves every backend (flex,
+//! ndarray, and wgpu's matmuls); on wgpu the row-wise softmax work runs in the WGSL kernels of
+//! `shaders/logprobs*.wgsl`.
+
+// ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
+#![allow(deprecated)]
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::Flex;
+use burn::backend::ndarray::NdArray;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::CubeBackend;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::prelude::*;
+use burn::tensor::{IndexingUpdateOp, Slice};
+
+/// The fused LM-head log-prob operation (differentiable: `Autodiff` routes to the impl below).
+#[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
+pub trait LinearLogprobOps: Backend {
+    /// `hidden` `[rows, H]`, `weight` `[H, V]`, `targets` `[rows]` → `log p(target)` `[rows]`.
+    #[fusion(dtype = hidden, shape = Shape::new([hidden[0]]))]
+    fn linear_logprobs(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Its gradients, run by the backward pass on the inner backend.
+#[backend_extension(Cube, Fusion, Flex, NdArray)]
+pub trait LinearLogprobGradOps: Backend {
+    /// `∂/∂hidden` `[rows, H]` given the output gradient `grad` `[rows]`.
+    #[fusion(dtype = hidden, shape = hidden)]
+    fn linear_logprobs_grad_hidden(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self>;
+
+    /// `∂/∂weight` `[H, V]` given the output gradient (only when the weight is trained).
+    #[fusion(dtype = weight, shape = weight)]
+    fn linear_logprobs_grad_weight(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Log-probs of `targets` under `softmax(hidden · weight)`, computed `chunk` rows at a time
+/// (`hidden` `[rows, H]`, `weight` `[H, V]`, `targets` `[rows]`) → `[rows]`.
+pub fn linear_logprobs(
+    hidden: Tensor<2>,
+    weight: Tensor<2>,
+    targets: Tensor<1, Int>,
+    chunk: usize,
+) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as LinearLogprobOps>::linear_logprobs(
+        hidden.into_dispatch(),
+        weight.into_dispatch(),
+        targets.into_dispatch(),
+        chunk.max(1),
+    ))
+}
+
+/// The row ranges of the chunks.
+fn chunks(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows)
+        .step_by(chunk.max(1))
+        .map(move |start| (start, (start + chunk.max(1)).min(rows)))
+}
+
+/// Rows `start..end` of a 2-D float tensor.
+fn rows<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+    B::float_slice(t.clone(), &[Slice::from(start..end), Slice::from(..)])
+}
+
+/// Targets `start..end` as `[n, 1]`.
+fn target_rows<B: Backend>(t: &IntTensor<B>, start: usize, end: usize) -> IntTensor<B> {
+    let part = B::int_slice(t.clone(), &[Slice::from(start..end)]);
+    B::int_reshape(part, Shape::new([end - start, 1]))
+}
+
+/// `(logits − max, log Σ exp(logits − max))` of a `[n, V]` chunk: shifted logits and the shifted
+/// log-sum-exp `[n, 1]`.
+fn shifted<B: Backend>(logits: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let max = B::float_max_dim(logits.clone(), 1);
+    let shifted = B::float_sub(logits, max);
+    let lse = B::float_log(B::float_sum_dim(B::float_exp(shifted.clone()), 1));
+    (shifted, lse)
+}
+
+/// Plain-ops forward for any backend.
+pub fn forward_plain<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let n = hidden.shape()[0];
+    let parts: Vec<FloatTensor<B>> = chunks(n, chunk)
+        .map(|(s, e)| {
+            let logits = B::float_matmul(rows::<B>(&hidden, s, e), weight.clone()); // [c, V]
+            let (shifted, lse) = shifted::<B>(logits);
+            let picked = B::float_gather(1, shifted, target_rows::<B>(&targets, s, e)); // [c, 1]
+            B::float_reshape(B::float_sub(picked, lse), Shape::new([e - s]))
+        })
+        .collect();
+    B::float_cat(parts, 0)
+}
+
+/// `g·(onehot(target) − softmax(logits))` `[n, V]` of one chunk.
+fn logit_grad<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let (shifted, lse) = shifted::<B>(logits);
+    let probs = B::float_exp(B::float_sub(shifted, lse)); // [c, V]
+    let neg = B::float_mul(probs, B::float_neg(grad.clone())); // −g·softmax
+    B::float_scatter(1, neg, targets, grad, IndexingUpdateOp::Add) // + g at the target
+}
+
+/// Plain-ops `∂/∂hidden` for any backend.
+pub fn grad_hidden_plain<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let n = hidden.shape()[0];
+    let weight_t = B::float_transpose(weight.clone()); // [V, H]
+    let parts: Vec<FloatTensor<B>> = chunks(n, chunk)
+        .map(|(s, e)| {
+            let logits = B::float_matmul(rows::<B>(&hidden, s, e), weight.clone());
+            let g = B::float_reshape(
+                B::float_slice(grad.clone(), &[Slice::from(s..e)]),
+                Shape::new([e - s, 1]),
+            );
+            let d = logit_grad::<B>(logits, target_rows::<B>(&targets, s, e), g);
+            B::float_matmul(d, weight_t.clone()) // [c, H]
+        })
+        .collect();
+    B::float_cat(parts, 0)
+}
+
+/// Plain-ops `∂/∂weight` for any backend.
+pub fn grad_weight_plain<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let n = hidden.shape()[0];
+    chunks(n, chunk)
+        .map(|(s, e)| {
+            let h = rows::<B>(&hidden, s, e);
+            let logits = B::float_matmul(h.clone(), weight.clone());
+            let g = B::float_reshape(
+                B::float_slice(grad.clone(), &[Slice::from(s..e)]),
+                Shape::new([e - s, 1]),
+            );
+            let d = logit_grad::<B>(logits, target_rows::<B>(&targets, s, e), g);
+            B::float_matmul(B::float_transpose(h), d) // [H, V]
+        })
+        .reduce(B::float_add)
+        .expect("at least one row")
+}
+
+macro_rules! plain_impl {
+    ($backend:ty) => {
+        impl LinearLogprobOps for $backend {
+            fn linear_logprobs(
+                hidden: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                chunk: usize,
+            ) -> FloatTensor<Self> {
+                forward_plain::<Self>(hidden, weight, targets, chunk)
+            }
+        }
+
+        impl LinearLogprobGradOps for $backend {
+            fn linear_logprobs_grad_hidden(
+                hidden: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                grad: FloatTensor<Self>,
+                chunk: usize,
+            ) -> FloatTensor<Self> {
+                grad_hidden_plain::<Self>(hidden, weight, targets, grad, chunk)
+            }
+            fn linear_logprobs_grad_weight(
+                hidden: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                grad: FloatTensor<Self>,
+                chunk: usize,
+            ) -> FloatTensor<Self> {
+                grad_weight_plain::<Self>(hidden, weight, targets, grad, chunk)
+            }
+        }
+    };
+}
+
+plain_impl!(Flex);
+plain_impl!(NdArray);
+plain_impl!(CubeBackend);
+
+impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLogprobOps
+    for Autodiff<B, C>
+{
+    fn linear_logprobs(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Fused;
+
+        impl<B: LinearLogprobOps + LinearLogprobGradOps> Backward<B, 2> for Fused {
+            /// The inputs themselves (the weight is shared, not copied) and the chunk size.
+            type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (hidden, weight, targets, chunk) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let [hidden_node, weight_node] = ops.parents;
+                if let Some(node) = weight_node {
+                    let dw = B::linear_logprobs_grad_weight(
+                        hidden.clone(),
+                        weight.clone(),
+                        targets.clone(),
+                        grad.clone(),
+                        chunk,
+                    );
+                    grads.register::<B>(node.id, dw);
+                }
+                if let Some(node) = hidden_node {
+                    let dh = B::linear_logprobs_grad_hidden(hidden, weight, targets, grad, chunk);
+                    grads.register::<B>(node.id, dh);
+                }
+            }
+        }
+
+        match Fused
+            .prepare::<C>([hidden.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (h, w) = (hidden.into_primitive(), weight.into_primitive());
+                let out = B::linear_logprobs(h.clone(), w.clone(), targets.clone(), chunk);
+                prep.finish((h, w, targets, chunk), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_logprobs(
+                hidden.into_primitive(),
+                weight.into_primitive(),
+                targets,
+                chunk,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::log_softmax;
+
+    fn max_rel_err(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let err: f32 = (a - b).abs().max().into_scalar();
+        err / scale.max(1e-6)
+    }
+
+    /// The fused op against `log_softmax(h·W)[target]`: values and both gradients.
+    pub(crate) fn check_against_plain(device: &Device) {
+        let device = device.clone().autodiff();
+        let (rows, h, v) = (13, 8, 37);
+        let hidden = Tensor::<2>::random([rows, h], Distribution::Normal(0.0, 1.0), &device);
+        let weight = Tensor::<2>::random([h, v], Distribution::Normal(0.0, 1.0), &device);
+        let targets = Tensor::<1, Int>::from_ints(
+            (0..rows as i64)
+                .map(|i| (i * 7) % v as i64)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            &device,
+        );
+        let coeffs = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let (hd, wt) = (
+                hidden.clone().detach().require_grad(),
+                weight.clone().detach().require_grad(),
+            );
+            let out = if fused {
+                linear_logprobs(hd.clone(), wt.clone(), targets.clone(), 5) // chunks of 5, 5, 3
+            } else {
+                log_softmax(hd.clone().matmul(wt.clone()), 1)
+                    .gather(1, targets.clone().unsqueeze_dim::<2>(1))
+                    .reshape([rows])
+            };
+            let grads = (out.clone() * coeffs.clone()).sum().backward();
+            (
+                out.inner(),
+                hd.grad(&grads).unwrap(),
+                wt.grad(&grads).unwrap(),
+            )
+        };
+        let (out_f, dh_f, dw_f) = run(true);
+        let (out_p, dh_p, dw_p) = run(false);
+        let e = max_rel_err(out_f.unsqueeze_dim(0), out_p.unsqueeze_dim(0));
+        assert!(e <= 1e-5, "values: {e}");
+        let e = max_rel_err(dh_f, dh_p);
+        assert!(e <= 1e-5, "∂hidden: {e}");
+        let e = max_rel_err(dw_f, dw_p);
+        assert!(e <= 1e-5, "∂weight: {e}");
+    }
+
+    #[test]
+    fn fused_matches_plain_on_flex() {
+        check_against_plain(&Device::flex());
+    }
+
+    #[test]
+    fn fused_matches_plain_on_ndarray() {
+        check_against_plain(&Device::ndarray());
+    }
+
+    #[test]
+    fn fused_matches_plain_on_wgpu() {
+        match crate::device::select(crate::device::DeviceChoice::Wgpu) {
+            Ok(selected) => check_against_plain(&selected.device),
+            Err(e) => eprintln!("skipping the wgpu check: {e}"),
+        }
+    }
+}
