@@ -78,14 +78,18 @@ pub fn linear_logprobs(
 }
 
 /// The row ranges of the chunks.
-fn chunks(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..rows)
         .step_by(chunk.max(1))
         .map(move |start| (start, (start + chunk.max(1)).min(rows)))
 }
 
 /// Rows `start..end` of a 2-D float tensor.
-fn rows<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+pub(crate) fn row_slice<B: Backend>(
+    t: &FloatTensor<B>,
+    start: usize,
+    end: usize,
+) -> FloatTensor<B> {
     B::float_slice(t.clone(), &[Slice::from(start..end), Slice::from(..)])
 }
 
@@ -112,9 +116,9 @@ pub fn forward_plain<B: Backend>(
     chunk: usize,
 ) -> FloatTensor<B> {
     let n = hidden.shape()[0];
-    let parts: Vec<FloatTensor<B>> = chunks(n, chunk)
+    let parts: Vec<FloatTensor<B>> = chunk_ranges(n, chunk)
         .map(|(s, e)| {
-            let logits = B::float_matmul(rows::<B>(&hidden, s, e), weight.clone()); // [c, V]
+            let logits = B::float_matmul(row_slice::<B>(&hidden, s, e), weight.clone()); // [c, V]
             let (shifted, lse) = shifted::<B>(logits);
             let picked = B::float_gather(1, shifted, target_rows::<B>(&targets, s, e)); // [c, 1]
             B::float_reshape(B::float_sub(picked, lse), Shape::new([e - s]))
@@ -145,9 +149,9 @@ pub fn grad_hidden_plain<B: Backend>(
 ) -> FloatTensor<B> {
     let n = hidden.shape()[0];
     let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let parts: Vec<FloatTensor<B>> = chunks(n, chunk)
+    let parts: Vec<FloatTensor<B>> = chunk_ranges(n, chunk)
         .map(|(s, e)| {
-            let logits = B::float_matmul(rows::<B>(&hidden, s, e), weight.clone());
+            let logits = B::float_matmul(row_slice::<B>(&hidden, s, e), weight.clone());
             let g = B::float_reshape(
                 B::float_slice(grad.clone(), &[Slice::from(s..e)]),
                 Shape::new([e - s, 1]),
@@ -168,9 +172,9 @@ pub fn grad_weight_plain<B: Backend>(
     chunk: usize,
 ) -> FloatTensor<B> {
     let n = hidden.shape()[0];
-    chunks(n, chunk)
+    chunk_ranges(n, chunk)
         .map(|(s, e)| {
-            let h = rows::<B>(&hidden, s, e);
+            let h = row_slice::<B>(&hidden, s, e);
             let logits = B::float_matmul(h.clone(), weight.clone());
             let g = B::float_reshape(
                 B::float_slice(grad.clone(), &[Slice::from(s..e)]),
@@ -221,7 +225,38 @@ macro_rules! plain_impl {
 
 plain_impl!(Flex);
 plain_impl!(NdArray);
-plain_impl!(CubeBackend);
+
+impl LinearLogprobOps for CubeBackend {
+    fn linear_logprobs(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        super::wgsl::forward(hidden, weight, targets, chunk)
+    }
+}
+
+impl LinearLogprobGradOps for CubeBackend {
+    fn linear_logprobs_grad_hidden(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        super::wgsl::grad_hidden(hidden, weight, targets, grad, chunk)
+    }
+    fn linear_logprobs_grad_weight(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        super::wgsl::grad_weight(hidden, weight, targets, grad, chunk)
+    }
+}
 
 impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLogprobOps
     for Autodiff<B, C>

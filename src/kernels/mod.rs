@@ -3,5 +3,6 @@
 //! the row-wise part on wgpu and plain tensor operations on the CPU backends.
 
 pub mod linear_logprobs;
+mod wgsl;
 
 pub use linear_logprobs::linear_logprobs;
