@@ -23,7 +23,21 @@ pub struct PairBatch {
     pub first_label: usize,
 }
 
-/// Builds a batch padded to its longest row with `pad_id`.
+/// Sequence lengths are rounded up to a multiple of this on GPUs, so that batches of slightly
+/// different lengths share kernel shapes (and the autotuner's cached choices).
+pub const GPU_LENGTH_BUCKET: usize = 64;
+
+/// `len` rounded up to [`GPU_LENGTH_BUCKET`] on a GPU device (its memory pool gives it away);
+/// unchanged on the CPU, where extra positions are only extra work.
+pub fn bucketed_len(len: usize, device: &Device) -> usize {
+    if device.memory_pool_usage().is_some() {
+        len.div_ceil(GPU_LENGTH_BUCKET) * GPU_LENGTH_BUCKET
+    } else {
+        len
+    }
+}
+
+/// Builds a batch padded to its longest row with `pad_id` (rounded up to a bucket on GPUs).
 pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> PairBatch {
     let b = pairs.len();
     let seqs: Vec<(&[u32], &[u32])> = pairs
@@ -41,6 +55,7 @@ pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> Pai
         .max()
         .unwrap_or(2)
         .max(2);
+    let t = bucketed_len(t, device);
     let mut tokens = vec![i64::from(pad_id); 2 * b * t];
     let mut mask = vec![0.0f32; 2 * b * (t - 1)];
     let mut lens = Vec::with_capacity(2 * b);

@@ -163,6 +163,7 @@ pub fn make_batch(examples: &[&SftExample], pad: u32, device: &Device) -> SftBat
         .max()
         .unwrap_or(1)
         .max(2);
+    let t = crate::data::batch::bucketed_len(t, device);
     let b = examples.len();
     let mut tokens = vec![pad as i64; b * t];
     let mut mask = vec![0f32; b * (t - 1)];
