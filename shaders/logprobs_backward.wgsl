@@ -1,7 +1,7 @@
 // Gradient of out[row] = log softmax(logits[row, :])[target] with respect to the logits, given the
-// output gradient g[row]: d[row, j] = g[row] * (onehot(target)[j] - softmax(logits[row, :])[j]).
-// Written in place over the logits (the chunk's logits are not needed afterwards).
-// One workgroup per row; the (max, sum) reduction is the forward kernel's.
+// output gradient g[row]: d[row, j] = g[row] * (onehot(target)[j] - softmax(logits[row, :])[j]),
+// written in place over the logits (the chunk's logits are not needed afterwards). One workgroup
+// per row, as in the forward kernel; uses `row_max_sum` from logprobs_rows.wgsl.
 //
 // Bindings: logits [rows, vocab] f32 (in: logits, out: gradient), targets [rows] i32,
 // grad [rows] f32, info = [rows, vocab].
@@ -11,45 +11,16 @@
 @group(0) @binding(2) var<storage, read_write> grad: array<{{ elem }}>;
 @group(0) @binding(3) var<storage, read_write> info: array<u32>;
 
-var<workgroup> part_max: array<{{ elem }}, {{ workgroup_size }}>;
-var<workgroup> part_sum: array<{{ elem }}, {{ workgroup_size }}>;
-
 @compute @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    // Exactly one workgroup per row is launched (see the forward kernel).
     let row = wid.x;
     let vocab = info[1];
     let base = row * vocab;
-    var m = -3.0e38;
-    var s = 0.0;
-    for (var j = lid.x; j < vocab; j = j + {{ workgroup_size }}u) {
-        let x = logits[base + j];
-        if (x > m) {
-            s = s * exp(m - x) + 1.0;
-            m = x;
-        } else {
-            s = s + exp(x - m);
-        }
-    }
-    part_max[lid.x] = m;
-    part_sum[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = {{ workgroup_size }}u / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid.x < stride) {
-            let m1 = part_max[lid.x];
-            let m2 = part_max[lid.x + stride];
-            let mm = max(m1, m2);
-            part_sum[lid.x] = part_sum[lid.x] * exp(m1 - mm) + part_sum[lid.x + stride] * exp(m2 - mm);
-            part_max[lid.x] = mm;
-        }
-        workgroupBarrier();
-    }
-    let row_max = part_max[0];
-    let row_sum = part_sum[0];
+    let stats = row_max_sum(base, vocab, lid.x);
     let g = grad[row];
     let tgt = u32(targets[row]);
     for (var j = lid.x; j < vocab; j = j + {{ workgroup_size }}u) {
-        var d = -g * exp(logits[base + j] - row_max) / row_sum;
+        var d = -g * exp(logits[base + j] - stats.x) / stats.y;
         if (j == tgt) {
             d = d + g;
         }

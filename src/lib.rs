@@ -26,6 +26,7 @@ pub mod plot;
 pub mod reference_cache;
 pub mod sampling;
 pub mod sft;
+pub mod steps;
 pub mod task;
 pub mod tokenizer;
 pub mod train;

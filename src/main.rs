@@ -428,21 +428,11 @@ fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
         config.device = choice;
     }
     args.overrides.apply(&mut config);
-    let demo = match &config.builtin_task_config {
-        Some(path) => minordpo::config::read_ron(path)?,
-        None => DemoConfig::embedded(),
+    let demo = if config.builtin_task {
+        Some(minordpo::demo::builtin::fill_in(&mut config)?)
+    } else {
+        None
     };
-    if config.builtin_task
-        && (config.model.as_os_str().is_empty() || config.data.as_os_str().is_empty())
-    {
-        let prepared = minordpo::demo::prepare(&demo, config.device)?;
-        if config.model.as_os_str().is_empty() {
-            config.model = prepared.base;
-        }
-        if config.data.as_os_str().is_empty() {
-            config.data = prepared.pairs;
-        }
-    }
     eprintln!("config:\n{}", config.to_ron());
     let resume = args.resume.map(|dir| match dir {
         Some(dir) => minordpo::train::Resume::From(dir),
@@ -456,38 +446,9 @@ fn run_train(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
         adapter.display(),
         summary.output.join("metrics.jsonl").display()
     );
-    if config.builtin_task {
-        let device = device::select(config.device)?.device;
-        let tokenizer = Tokenizer::load(&config.model)?;
-        let problems = minordpo::demo::eval_problems(&demo);
-        let score = |adapter: Option<&std::path::Path>| -> anyhow::Result<f64> {
-            let model = minordpo::demo::solve::load(&config.model, adapter, &device)?;
-            Ok(minordpo::demo::solve::accuracy(
-                &model,
-                &tokenizer,
-                &problems,
-                demo.max_answer_tokens,
-                &device,
-            )?)
-        };
-        let (before, after) = (score(None)?, score(Some(&adapter))?);
-        let example = &problems[0].question;
-        println!(
-            "greedy accuracy on {} test questions: {:.1}% (base) → {:.1}% (base + adapter)\n\
-             outputs: {} (adapter, metrics.jsonl, config.ron); base model: {}; pairs: {}\n\
-             try next:\n  \
-             cargo run --release -- generate --model {} --adapter {} --chat \"{example}\"\n  \
-             cargo run --release -- demo      # DPO vs MinorDPO side by side, report.md + plots\n  \
-             cargo run --release -- train --learning-rate 3e-3 --loss sigmoid --output runs/dpo-high-lr",
-            problems.len(),
-            100.0 * before,
-            100.0 * after,
-            summary.output.display(),
-            config.model.display(),
-            config.data.display(),
-            config.model.display(),
-            adapter.display(),
-        );
+    if let Some(demo) = &demo {
+        let summary = minordpo::demo::builtin::closing_summary(&config, demo, &summary.output)?;
+        println!("{summary}");
     }
     Ok(())
 }

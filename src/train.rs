@@ -22,7 +22,7 @@ use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
-use crate::sampling::Rng;
+use crate::steps::{RunLength, StepPlan, epoch_order};
 use crate::tokenizer::Tokenizer;
 
 /// What a finished run produced.
@@ -53,17 +53,6 @@ pub fn loss_params(c: &TrainConfig) -> LossParams {
         dpop_lambda: c.dpop_lambda,
         sft_weight: c.sft_weight,
     }
-}
-
-/// Shuffled index order of epoch `epoch` (Fisher–Yates with a per-epoch seed).
-pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
 }
 
 /// Splits off `fraction` of `pairs` (at least one, never all; needs two or more items), chosen by
@@ -211,18 +200,20 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 
     let n = pairs.len();
     let accum = config.gradient_accumulation_steps;
-    let batches_per_epoch = n.div_ceil(config.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
-    let total_steps = if config.max_steps > 0 {
-        config.max_steps
-    } else {
-        config.num_epochs * steps_per_epoch
-    };
-    let warmup = if config.warmup_steps > 0 {
-        config.warmup_steps
-    } else {
-        (config.warmup_ratio * total_steps as f64).ceil() as usize
-    };
+    let mut plan = StepPlan::new(
+        n,
+        RunLength {
+            batch_size: config.batch_size,
+            gradient_accumulation_steps: accum,
+            max_steps: config.max_steps,
+            num_epochs: config.num_epochs,
+            warmup_steps: config.warmup_steps,
+            warmup_ratio: config.warmup_ratio,
+            seed: config.seed,
+        },
+    );
+    let (total_steps, warmup, steps_per_epoch) =
+        (plan.total_steps, plan.warmup, plan.steps_per_epoch);
     let output = config.output.clone();
     std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
     let config_path = output.join("config.ron");
@@ -282,8 +273,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         None
     };
     let progress = progress_bar(total_steps);
-    let mut order_epoch = usize::MAX;
-    let mut order = Vec::new();
     let mut last_log = serde_json::Map::new();
 
     let base_name = config.model.to_string_lossy().to_string();
@@ -307,21 +296,11 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         let mut grads = LoraGrads::new();
         let mut stats = PairStats::default();
         let mut tokens = 0;
-        // The micro-batches of this step, as index ranges into the epoch orders.
-        let mut micro_batches = Vec::with_capacity(accum);
-        for micro in 0..accum {
-            let k = step * accum + micro;
-            let (epoch, within) = (k / batches_per_epoch, k % batches_per_epoch);
-            if epoch != order_epoch {
-                order = epoch_order(n, config.seed, epoch);
-                if config.group_by_length {
-                    group_by_length(&mut order, &pairs, config.batch_size);
-                }
-                order_epoch = epoch;
+        let micro_batches = plan.micro_batches(step, |order| {
+            if config.group_by_length {
+                group_by_length(order, &pairs, config.batch_size);
             }
-            let idx = &order[within * config.batch_size..((within + 1) * config.batch_size).min(n)];
-            micro_batches.push(idx.to_vec());
-        }
+        });
         let step_pairs: usize = micro_batches.iter().map(Vec::len).sum();
         for idx in &micro_batches {
             let chunk: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
@@ -439,16 +418,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epoch_orders_are_permutations_that_change_per_epoch() {
-        let (a, b) = (epoch_order(10, 1, 0), epoch_order(10, 1, 1));
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
-        assert_ne!(a, b);
-        assert_eq!(a, epoch_order(10, 1, 0));
-    }
 
     #[test]
     fn hold_out_splits_by_fraction_and_keeps_every_pair() {

@@ -82,7 +82,10 @@ fn check(model_name: &str, data: &str) {
         &device,
     )
     .unwrap();
-    for (kind, name) in KINDS {
+    // The plain path (whole logits) and the fused, chunked LM head (chunks of 4 positions, so
+    // every sequence spans several chunks) must both match TRL.
+    for (chunk, (kind, name)) in [0, 4].into_iter().flat_map(|c| KINDS.map(|k| (c, k))) {
+        model.logprob_chunk = chunk;
         let stats = evaluate(&mut model, &pairs, &params(kind), 3, 0, &device);
         for (i, ex) in examples.iter().enumerate() {
             let close = |got: f64, key: &str, tol: f64| {

@@ -6,6 +6,7 @@
 //! Every step records the settings it was built with (`*.stamp`); a later run with the same
 //! settings reuses the step, so `train`'s default config can share the base model and pairs.
 
+pub mod builtin;
 pub mod config;
 pub mod report;
 pub mod solve;

@@ -139,6 +139,26 @@ fn logit_grad<B: Backend>(
     B::float_scatter(1, neg, targets, grad, IndexingUpdateOp::Add) // + g at the target
 }
 
+/// Rows `s..e` of `hidden` and `g·(onehot − softmax)` `[c, V]` of their recomputed logits.
+fn chunk_logit_grad<B: Backend>(
+    hidden: &FloatTensor<B>,
+    weight: &FloatTensor<B>,
+    targets: &IntTensor<B>,
+    grad: &FloatTensor<B>,
+    (s, e): (usize, usize),
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let h = row_slice::<B>(hidden, s, e);
+    let logits = B::float_matmul(h.clone(), weight.clone());
+    let g = B::float_reshape(
+        B::float_slice(grad.clone(), &[Slice::from(s..e)]),
+        Shape::new([e - s, 1]),
+    );
+    (
+        h,
+        logit_grad::<B>(logits, target_rows::<B>(targets, s, e), g),
+    )
+}
+
 /// Plain-ops `∂/∂hidden` for any backend.
 pub fn grad_hidden_plain<B: Backend>(
     hidden: FloatTensor<B>,
@@ -147,16 +167,10 @@ pub fn grad_hidden_plain<B: Backend>(
     grad: FloatTensor<B>,
     chunk: usize,
 ) -> FloatTensor<B> {
-    let n = hidden.shape()[0];
     let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let parts: Vec<FloatTensor<B>> = chunk_ranges(n, chunk)
-        .map(|(s, e)| {
-            let logits = B::float_matmul(row_slice::<B>(&hidden, s, e), weight.clone());
-            let g = B::float_reshape(
-                B::float_slice(grad.clone(), &[Slice::from(s..e)]),
-                Shape::new([e - s, 1]),
-            );
-            let d = logit_grad::<B>(logits, target_rows::<B>(&targets, s, e), g);
+    let parts: Vec<FloatTensor<B>> = chunk_ranges(hidden.shape()[0], chunk)
+        .map(|range| {
+            let (_, d) = chunk_logit_grad::<B>(&hidden, &weight, &targets, &grad, range);
             B::float_matmul(d, weight_t.clone()) // [c, H]
         })
         .collect();
@@ -171,24 +185,18 @@ pub fn grad_weight_plain<B: Backend>(
     grad: FloatTensor<B>,
     chunk: usize,
 ) -> FloatTensor<B> {
-    let n = hidden.shape()[0];
-    chunk_ranges(n, chunk)
-        .map(|(s, e)| {
-            let h = row_slice::<B>(&hidden, s, e);
-            let logits = B::float_matmul(h.clone(), weight.clone());
-            let g = B::float_reshape(
-                B::float_slice(grad.clone(), &[Slice::from(s..e)]),
-                Shape::new([e - s, 1]),
-            );
-            let d = logit_grad::<B>(logits, target_rows::<B>(&targets, s, e), g);
+    chunk_ranges(hidden.shape()[0], chunk)
+        .map(|range| {
+            let (h, d) = chunk_logit_grad::<B>(&hidden, &weight, &targets, &grad, range);
             B::float_matmul(B::float_transpose(h), d) // [H, V]
         })
         .reduce(B::float_add)
         .expect("at least one row")
 }
 
-macro_rules! plain_impl {
-    ($backend:ty) => {
+/// Implements both traits for `$backend` with the given forward and gradient functions.
+macro_rules! impl_ops {
+    ($backend:ty, $forward:path, $grad_hidden:path, $grad_weight:path) => {
         impl LinearLogprobOps for $backend {
             fn linear_logprobs(
                 hidden: FloatTensor<Self>,
@@ -196,7 +204,7 @@ macro_rules! plain_impl {
                 targets: IntTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                forward_plain::<Self>(hidden, weight, targets, chunk)
+                $forward(hidden, weight, targets, chunk)
             }
         }
 
@@ -208,8 +216,9 @@ macro_rules! plain_impl {
                 grad: FloatTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                grad_hidden_plain::<Self>(hidden, weight, targets, grad, chunk)
+                $grad_hidden(hidden, weight, targets, grad, chunk)
             }
+
             fn linear_logprobs_grad_weight(
                 hidden: FloatTensor<Self>,
                 weight: FloatTensor<Self>,
@@ -217,46 +226,30 @@ macro_rules! plain_impl {
                 grad: FloatTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                grad_weight_plain::<Self>(hidden, weight, targets, grad, chunk)
+                $grad_weight(hidden, weight, targets, grad, chunk)
             }
         }
     };
 }
 
-plain_impl!(Flex);
-plain_impl!(NdArray);
-
-impl LinearLogprobOps for CubeBackend {
-    fn linear_logprobs(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        chunk: usize,
-    ) -> FloatTensor<Self> {
-        super::wgsl::forward(hidden, weight, targets, chunk)
-    }
-}
-
-impl LinearLogprobGradOps for CubeBackend {
-    fn linear_logprobs_grad_hidden(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        grad: FloatTensor<Self>,
-        chunk: usize,
-    ) -> FloatTensor<Self> {
-        super::wgsl::grad_hidden(hidden, weight, targets, grad, chunk)
-    }
-    fn linear_logprobs_grad_weight(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        grad: FloatTensor<Self>,
-        chunk: usize,
-    ) -> FloatTensor<Self> {
-        super::wgsl::grad_weight(hidden, weight, targets, grad, chunk)
-    }
-}
+impl_ops!(
+    Flex,
+    forward_plain::<Flex>,
+    grad_hidden_plain::<Flex>,
+    grad_weight_plain::<Flex>
+);
+impl_ops!(
+    NdArray,
+    forward_plain::<NdArray>,
+    grad_hidden_plain::<NdArray>,
+    grad_weight_plain::<NdArray>
+);
+impl_ops!(
+    CubeBackend,
+    super::wgsl::forward,
+    super::wgsl::grad_hidden,
+    super::wgsl::grad_weight
+);
 
 impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLogprobOps
     for Autodiff<B, C>

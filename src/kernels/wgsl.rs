@@ -1,8 +1,9 @@
 //! The fused log-prob operation on CubeCL's wgpu runtime: each chunk's logits come from CubeCL's
 //! own (autotuned) matmul, and the row-wise work — the log-sum-exp and target pick of the forward,
 //! `g·(onehot − softmax)` of the backward, written in place — runs in the hand-written WGSL kernels
-//! `shaders/logprobs_{forward,backward}.wgsl`, one pass over each row instead of the five separate
-//! kernels (max, subtract, exp, sum, log) of the decomposed path.
+//! `shaders/logprobs_{forward,backward}.wgsl` (sharing the row reduction of
+//! `shaders/logprobs_rows.wgsl`), one pass over each row instead of the five separate kernels (max,
+//! subtract, exp, sum, log) of the decomposed path.
 
 use burn::backend::Backend;
 use burn::backend::TensorMetadata;
@@ -23,6 +24,9 @@ const WORKGROUP: u32 = 256;
 /// Rows per launch at most (one workgroup per row, along one grid axis).
 const MAX_ROWS: usize = 65_535;
 
+/// The row reduction both kernels use.
+const ROWS: &str = include_str!("../../shaders/logprobs_rows.wgsl");
+
 /// One of the two row kernels.
 struct RowKernel {
     source: &'static str,
@@ -40,7 +44,7 @@ const BACKWARD: RowKernel = RowKernel {
 
 impl KernelSource for RowKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(self.source)
+        SourceTemplate::new(format!("{ROWS}\n{}", self.source))
             .register("workgroup_size", WORKGROUP.to_string())
             .register("elem", "f32")
     }
@@ -60,6 +64,14 @@ fn matmul<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
 
 fn cat<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
     B::float_cat(parts, 0)
+}
+
+fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_transpose(t)
+}
+
+fn add<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_add(a, b)
 }
 
 /// `targets` as contiguous i32 (what the kernels read).
@@ -170,9 +182,6 @@ pub fn grad_hidden(
         return grad_hidden_plain::<CubeBackend>(hidden, weight, targets, grad, chunk);
     }
     let targets = i32_targets(targets);
-    fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_transpose(t)
-    }
     let weight_t = transpose::<CubeBackend>(weight.clone());
     let parts = chunk_ranges(hidden.shape()[0], chunk.min(MAX_ROWS))
         .map(|range| {
@@ -197,12 +206,6 @@ pub fn grad_weight(
         return grad_weight_plain::<CubeBackend>(hidden, weight, targets, grad, chunk);
     }
     let targets = i32_targets(targets);
-    fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_transpose(t)
-    }
-    fn add<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_add(a, b)
-    }
     chunk_ranges(hidden.shape()[0], chunk.min(MAX_ROWS))
         .map(|(start, end)| {
             let d = logit_grads(&hidden, &weight, &targets, &grad, (start, end));

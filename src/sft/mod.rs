@@ -3,6 +3,7 @@
 //! model) — with `train`'s conventions: a RON config whose fields are also flags, AdamW with
 //! warmup + schedule and global-norm clipping, `metrics.jsonl` (TRL's SFT names), checkpoints.
 
+pub mod config;
 pub mod data;
 pub mod full;
 
@@ -13,140 +14,19 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use serde::{Deserialize, Serialize};
 
-use crate::config::{LrScheduler, config_struct};
-use crate::device::{self, DeviceChoice};
+use crate::device;
 use crate::error::{Error, Result};
 use crate::lora::{self, LoraSettings};
 use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
+use crate::steps::{RunLength, StepPlan};
 use crate::tokenizer::Tokenizer;
-use crate::train::{epoch_order, hold_out, pad_id};
+use crate::train::{hold_out, pad_id};
+pub use config::{SFT_FIELDS, SftConfig, SftMethod, SftOverrides};
 use data::{SftBatch, SftExample, make_batch, read_examples};
-
-/// What `sft` trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum SftMethod {
-    /// Every weight (writes a whole model in `OUTPUT/model/`).
-    Full,
-    /// LoRA adapters on a frozen model (writes `OUTPUT/adapter/`).
-    Lora,
-}
-
-config_struct! {
-    /// Everything a supervised fine-tuning run needs. Unknown fields in a RON file are errors.
-    SftConfig, SftOverrides, SFT_FIELDS;
-    global {
-        /// Where to run: auto, wgpu, cpu, flex, ndarray.
-        device: DeviceChoice = DeviceChoice::Auto,
-    }
-    /// Hugging Face model directory to start from.
-    model: PathBuf = PathBuf::new(),
-    /// Training rows: `prompt`/`completion` or `messages` (.jsonl, .jsonl.gz, .json).
-    data: PathBuf = PathBuf::new(),
-    /// Optional separate evaluation file.
-    eval_data: Option<PathBuf> = None,
-    /// Fraction of `data` held out for evaluation when no `eval_data` is given.
-    eval_split: f64 = 0.0,
-    /// Output directory: model/ or adapter/, metrics.jsonl, config.ron.
-    output: PathBuf = PathBuf::from("runs/sft"),
-    /// full (every weight) or lora.
-    method: SftMethod = SftMethod::Lora,
-    /// Peak learning rate of AdamW.
-    learning_rate: f64 = 2e-4,
-    /// AdamW β1.
-    adam_beta1: f64 = 0.9,
-    /// AdamW β2.
-    adam_beta2: f64 = 0.999,
-    /// AdamW ε.
-    adam_epsilon: f64 = 1e-8,
-    /// Decoupled weight decay.
-    weight_decay: f64 = 0.0,
-    /// Sequences per micro-batch.
-    batch_size: usize = 8,
-    /// Micro-batches per optimizer step.
-    gradient_accumulation_steps: usize = 1,
-    /// Clip the global gradient norm to this (0 = off).
-    max_grad_norm: f64 = 1.0,
-    /// Warmup steps (overrides `warmup_ratio` when > 0).
-    warmup_steps: usize = 0,
-    /// Warmup as a fraction of all steps.
-    warmup_ratio: f64 = 0.03,
-    /// Schedule after warmup: cosine, linear or constant.
-    lr_scheduler: LrScheduler = LrScheduler::Cosine,
-    /// Passes over the data (ignored when `max_steps` > 0).
-    num_epochs: usize = 1,
-    /// Optimizer steps to run (0 = from `num_epochs`).
-    max_steps: usize = 0,
-    /// LoRA rank (method lora).
-    lora_r: usize = 16,
-    /// LoRA α.
-    lora_alpha: f64 = 32.0,
-    /// Dropout on the LoRA input while training.
-    lora_dropout: f64 = 0.0,
-    /// Projections that get adapters (comma-separated).
-    lora_targets: String = crate::lora::DEFAULT_TARGETS.join(","),
-    /// Longest prompt + completion in tokens (longer ones are cut at the end).
-    max_length: usize = 1024,
-    /// Seed for init, data order and the eval split.
-    seed: u64 = 42,
-    /// Write `checkpoint-N/` every N steps (0 = none).
-    save_steps: usize = 0,
-    /// Evaluate every N steps (0 = only at the end).
-    eval_steps: usize = 0,
-    /// Log a metrics line every N steps.
-    logging_steps: usize = 10,
-}
-
-impl SftConfig {
-    /// Checks values that would make a run meaningless.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, message: &str| {
-            Err(Error::Invalid(format!("config field `{field}`: {message}")))
-        };
-        if self.model.as_os_str().is_empty() {
-            return bad("model", "set a model directory (--model DIR)");
-        }
-        if self.data.as_os_str().is_empty() {
-            return bad("data", "set a data file (--data FILE)");
-        }
-        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
-            return bad("learning_rate", "must be > 0");
-        }
-        if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
-            return bad(
-                "batch_size",
-                "batch_size and gradient_accumulation_steps must be ≥ 1",
-            );
-        }
-        if !(0.0..1.0).contains(&self.eval_split) {
-            return bad("eval_split", "must be in [0, 1)");
-        }
-        if self.method == SftMethod::Lora && self.lora_r == 0 {
-            return bad("lora_r", "must be ≥ 1");
-        }
-        Ok(())
-    }
-
-    fn lora_settings(&self) -> LoraSettings {
-        LoraSettings {
-            r: self.lora_r,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets: self
-                .lora_targets
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            use_rslora: false,
-        }
-    }
-}
 
 /// Next-token log-probs `[B, T−1]` and whether each label was the model's top choice (1/0).
 fn next_token_logps(model: &CausalLm, tokens: &Tensor<2, Int>) -> (Tensor<2>, Tensor<2>) {
@@ -277,18 +157,20 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
 
     let n = examples.len();
     let accum = config.gradient_accumulation_steps;
-    let batches_per_epoch = n.div_ceil(config.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(accum).max(1);
-    let total_steps = if config.max_steps > 0 {
-        config.max_steps
-    } else {
-        config.num_epochs * steps_per_epoch
-    };
-    let warmup = if config.warmup_steps > 0 {
-        config.warmup_steps
-    } else {
-        (config.warmup_ratio * total_steps as f64).ceil() as usize
-    };
+    let mut plan = StepPlan::new(
+        n,
+        RunLength {
+            batch_size: config.batch_size,
+            gradient_accumulation_steps: accum,
+            max_steps: config.max_steps,
+            num_epochs: config.num_epochs,
+            warmup_steps: config.warmup_steps,
+            warmup_ratio: config.warmup_ratio,
+            seed: config.seed,
+        },
+    );
+    let (total_steps, warmup, steps_per_epoch) =
+        (plan.total_steps, plan.warmup, plan.steps_per_epoch);
     let output = config.output.clone();
     std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
     let config_path = output.join("config.ron");
@@ -311,7 +193,6 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
         weight_decay: config.weight_decay,
     };
     let progress = crate::train::progress_bar(total_steps);
-    let (mut order_epoch, mut order) = (usize::MAX, Vec::new());
     let mut last_log = serde_json::Map::new();
     let mut window = (0.0f64, 0.0f64, 0usize, 0usize, Instant::now()); // nll, hits, label tokens, tokens, since
     for step in 0..total_steps {
@@ -322,18 +203,14 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
             warmup,
             config.lr_scheduler,
         );
-        let mut batches: Vec<SftBatch> = Vec::with_capacity(accum);
-        for micro in 0..accum {
-            let k = step * accum + micro;
-            let (epoch, within) = (k / batches_per_epoch, k % batches_per_epoch);
-            if epoch != order_epoch {
-                order = epoch_order(n, config.seed, epoch);
-                order_epoch = epoch;
-            }
-            let idx = &order[within * config.batch_size..((within + 1) * config.batch_size).min(n)];
-            let refs: Vec<&SftExample> = idx.iter().map(|&i| &examples[i]).collect();
-            batches.push(make_batch(&refs, pad, &device));
-        }
+        let batches: Vec<SftBatch> = plan
+            .micro_batches(step, |_| {})
+            .iter()
+            .map(|idx| {
+                let refs: Vec<&SftExample> = idx.iter().map(|&i| &examples[i]).collect();
+                make_batch(&refs, pad, &device)
+            })
+            .collect();
         let step_tokens: usize = batches
             .iter()
             .map(|b| b.completion_tokens)
