@@ -41,6 +41,21 @@ pub struct LoraSettings {
 }
 
 impl LoraSettings {
+    /// Settings from config fields: `targets` is comma-separated (`q_proj,v_proj`); no rsLoRA.
+    pub fn from_fields(r: usize, alpha: f64, dropout: f64, targets: &str) -> Self {
+        Self {
+            r,
+            alpha,
+            dropout,
+            targets: targets
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            use_rslora: false,
+        }
+    }
+
     /// The adapter scale.
     pub fn scale(&self) -> f64 {
         if self.use_rslora {

@@ -47,6 +47,22 @@ pub struct RunLength {
     pub seed: u64,
 }
 
+/// The [`RunLength`] of a config with the usual field names (`train`'s and `sft`'s).
+macro_rules! run_length {
+    ($config:expr) => {
+        $crate::steps::RunLength {
+            batch_size: $config.batch_size,
+            gradient_accumulation_steps: $config.gradient_accumulation_steps,
+            max_steps: $config.max_steps,
+            num_epochs: $config.num_epochs,
+            warmup_steps: $config.warmup_steps,
+            warmup_ratio: $config.warmup_ratio,
+            seed: $config.seed,
+        }
+    };
+}
+pub(crate) use run_length;
+
 impl StepPlan {
     /// The plan for `n` examples (`n`, batch size and accumulation ≥ 1).
     pub fn new(n: usize, length: RunLength) -> Self {

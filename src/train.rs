@@ -22,7 +22,7 @@ use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
-use crate::steps::{RunLength, StepPlan, epoch_order};
+use crate::steps::{StepPlan, epoch_order, run_length};
 use crate::tokenizer::Tokenizer;
 
 /// What a finished run produced.
@@ -145,18 +145,12 @@ fn init_adapters(
         }
         (None, Some(dir)) => (lora::load_peft(model, dir, device)?, AdamW::default(), 0),
         (None, None) => {
-            let settings = LoraSettings {
-                r: config.lora_r,
-                alpha: config.lora_alpha,
-                dropout: config.lora_dropout,
-                targets: config
-                    .lora_targets
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                use_rslora: false,
-            };
+            let settings = LoraSettings::from_fields(
+                config.lora_r,
+                config.lora_alpha,
+                config.lora_dropout,
+                &config.lora_targets,
+            );
             lora::attach(model, &settings, config.seed, device);
             (settings, AdamW::default(), 0)
         }
@@ -200,18 +194,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 
     let n = pairs.len();
     let accum = config.gradient_accumulation_steps;
-    let mut plan = StepPlan::new(
-        n,
-        RunLength {
-            batch_size: config.batch_size,
-            gradient_accumulation_steps: accum,
-            max_steps: config.max_steps,
-            num_epochs: config.num_epochs,
-            warmup_steps: config.warmup_steps,
-            warmup_ratio: config.warmup_ratio,
-            seed: config.seed,
-        },
-    );
+    let mut plan = StepPlan::new(n, run_length!(config));
     let (total_steps, warmup, steps_per_epoch) =
         (plan.total_steps, plan.warmup, plan.steps_per_epoch);
     let output = config.output.clone();

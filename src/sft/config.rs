@@ -115,18 +115,13 @@ impl SftConfig {
         Ok(())
     }
 
+    /// The LoRA settings of `method: lora`.
     pub(crate) fn lora_settings(&self) -> LoraSettings {
-        LoraSettings {
-            r: self.lora_r,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets: self
-                .lora_targets
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            use_rslora: false,
-        }
+        LoraSettings::from_fields(
+            self.lora_r,
+            self.lora_alpha,
+            self.lora_dropout,
+            &self.lora_targets,
+        )
     }
 }

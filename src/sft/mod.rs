@@ -22,7 +22,7 @@ use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
-use crate::steps::{RunLength, StepPlan};
+use crate::steps::{StepPlan, run_length};
 use crate::tokenizer::Tokenizer;
 use crate::train::{hold_out, pad_id};
 pub use config::{SFT_FIELDS, SftConfig, SftMethod, SftOverrides};
@@ -157,18 +157,7 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
 
     let n = examples.len();
     let accum = config.gradient_accumulation_steps;
-    let mut plan = StepPlan::new(
-        n,
-        RunLength {
-            batch_size: config.batch_size,
-            gradient_accumulation_steps: accum,
-            max_steps: config.max_steps,
-            num_epochs: config.num_epochs,
-            warmup_steps: config.warmup_steps,
-            warmup_ratio: config.warmup_ratio,
-            seed: config.seed,
-        },
-    );
+    let mut plan = StepPlan::new(n, run_length!(config));
     let (total_steps, warmup, steps_per_epoch) =
         (plan.total_steps, plan.warmup, plan.steps_per_epoch);
     let output = config.output.clone();
