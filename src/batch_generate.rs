@@ -41,7 +41,7 @@ pub fn generate_batch(
     for (len, indices) in by_len {
         model
             .config
-            .check_sequence_length(len + request.max_new_tokens)?;
+            .check_sequence_length(len + request.max_new_tokens.saturating_sub(1))?; // the last token is never fed back
         for rows in indices.chunks(request.max_batch.max(1)) {
             let b = rows.len();
             let mut rngs: Vec<Rng> = rows

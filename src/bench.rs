@@ -148,9 +148,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Runs the benchmark and returns its JSON report.
 pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
-    if s.batch_size == 0 || s.seq_len < 4 || s.steps == 0 {
+    if s.batch_size == 0 || s.seq_len < 4 || s.steps == 0 || s.lora_r == 0 {
         return Err(Error::Invalid(
-            "--batch-size ≥ 1, --seq-len ≥ 4 and --steps ≥ 1 are needed".into(),
+            "--batch-size ≥ 1, --seq-len ≥ 4, --steps ≥ 1 and --lora-r ≥ 1 are needed".into(),
         ));
     }
     let selected = device::select(s.device)?;
@@ -194,6 +194,9 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         .collect();
     let refs: Vec<&TokenizedPair> = pairs.iter().collect();
     let batch = make_batch(&refs, 0, &device);
+    // On a GPU the batch is padded to a length bucket: count what actually runs.
+    let seq_len = batch.tokens.dims()[1];
+    model.config.check_sequence_length(seq_len)?;
     let params = LossParams {
         kind: LossKind::MinorDpo,
         beta: 0.1,
@@ -254,11 +257,11 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let step_s = median(&mut times.clone());
     let sequences = 2 * s.batch_size;
     let step_tokens = sequences * s.seq_len;
-    let label_positions = s.seq_len - batch.first_label - 1;
+    let label_positions = seq_len - batch.first_label - 1;
     let flops = step_flops(
         &model.config,
         sequences,
-        s.seq_len,
+        seq_len,
         label_positions,
         !s.precompute_reference,
     );

@@ -40,6 +40,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     (0..)
         .map(|i| first + i as f64 * step)
         .take_while(|v| *v <= hi + step * 1e-9)
+        .take(12) // bounded even when `step` is lost in the rounding of huge values
         .collect()
 }
 
@@ -77,7 +78,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let pad = ((y1 - y0) * 0.05).max(1e-6 * y0.abs().max(y1.abs()).max(1.0));
     (y0, y1) = (y0 - pad, y1 + pad);
     let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;

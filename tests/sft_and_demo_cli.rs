@@ -299,6 +299,21 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
         vec![0, 2, 4]
     );
 
+    // a bad demo config is named before anything is built
+    let bad = tmp.path().join("bad.ron");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(config)
+            .unwrap()
+            .replace("eval_questions: 8", "eval_questions: 80"),
+    )
+    .unwrap();
+    let out = minordpo(&["--device", "cpu", "demo", "--config", bad.to_str().unwrap()]);
+    assert_clean_failure(
+        &out,
+        &["demo config field `eval_questions`", "test_questions"],
+    );
+
     // everything is cached: a second run rebuilds nothing
     let (_, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
     assert!(!stderr.contains("building"), "{stderr}");

@@ -439,6 +439,7 @@ fn shipped_configs_parse() {
         let path = entry.unwrap().path();
         if path.file_name().is_some_and(|n| n == "demo.ron") {
             minordpo::config::read_ron::<minordpo::demo::DemoConfig>(&path)
+                .and_then(|demo| demo.validate())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         } else if path.extension().is_some_and(|e| e == "ron") {
             minordpo::config::TrainConfig::from_ron_file(&path)

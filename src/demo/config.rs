@@ -80,6 +80,70 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
+    /// Checks the settings before anything is built, naming the field at fault.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |field: &str, message: &str| {
+            Err(crate::Error::Invalid(format!(
+                "demo config field `{field}`: {message}"
+            )))
+        };
+        let max = crate::task::MAX_QUESTIONS;
+        if self.train_questions + self.test_questions > max {
+            return bad(
+                "train_questions",
+                &format!("train + test questions must be at most {max}"),
+            );
+        }
+        if self.train_questions == 0 {
+            return bad("train_questions", "must be ≥ 1");
+        }
+        if self.eval_questions == 0 || self.eval_questions > self.test_questions {
+            return bad("eval_questions", "must be between 1 and test_questions");
+        }
+        if self.max_answer_tokens == 0 {
+            return bad("max_answer_tokens", "must be ≥ 1");
+        }
+        // 256 byte tokens + 5 special tokens, and room for merges
+        if self.vocab_size < 300 {
+            return bad(
+                "vocab_size",
+                "must be ≥ 300 (256 bytes + special tokens + merges)",
+            );
+        }
+        if self.base.batch_size == 0 || self.base.max_steps == 0 {
+            return bad("base", "batch_size and max_steps must be ≥ 1");
+        }
+        if self.pairs.questions == 0 || self.pairs.samples == 0 || self.pairs.temperature <= 0.0 {
+            return bad(
+                "pairs",
+                "questions and samples must be ≥ 1 and temperature > 0",
+            );
+        }
+        let p = &self.preference;
+        if p.batch_size == 0 || p.lora_r == 0 || p.beta <= 0.0 {
+            return bad(
+                "preference",
+                "batch_size and lora_r must be ≥ 1 and beta > 0",
+            );
+        }
+        if p.accuracy_points == 0 || p.max_steps < p.accuracy_points {
+            return bad(
+                "preference.accuracy_points",
+                "must be between 1 and preference.max_steps",
+            );
+        }
+        if !(p.eval_split > 0.0 && p.eval_split < 1.0) {
+            return bad(
+                "preference.eval_split",
+                "must be in (0, 1): the report tracks held-out pairs",
+            );
+        }
+        if self.runs.is_empty() {
+            return bad("runs", "list at least one run");
+        }
+        Ok(())
+    }
+
     /// The embedded `configs/demo.ron`.
     pub fn embedded() -> Self {
         crate::config::parse_ron(EMBEDDED, "configs/demo.ron")

@@ -84,6 +84,7 @@ pub fn eval_problems(config: &DemoConfig) -> Vec<Problem> {
 
 /// Builds (or reuses) the data, tokenizer, base model and pairs.
 pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
+    config.validate()?;
     let out = &config.output;
     let (train, test) = task::split(config.seed, config.train_questions, config.test_questions);
     let data_dir = out.join("data");
@@ -344,7 +345,7 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
         let name = run_name(spec);
         let stamp = chain(
             &prepared.stamp,
-            serde_json::json!({"run": crate::config::to_ron(&run), "eval_questions": config.eval_questions, "max_answer_tokens": config.max_answer_tokens}),
+            serde_json::json!({"run": crate::config::to_ron(&TrainConfig { device: DeviceChoice::Auto, ..run.clone() }), "eval_questions": config.eval_questions, "max_answer_tokens": config.max_answer_tokens}),
         );
         let curve_path = run.output.join("accuracy.json");
         cached(

@@ -313,7 +313,7 @@ pub fn write_report(
         config.base.max_steps,
         pct(prepared.base_accuracy),
         config.eval_questions,
-        config.pairs.questions,
+        config.pairs.questions.min(config.train_questions),
         config.pairs.samples,
         config.pairs.temperature,
         pairs,

@@ -112,6 +112,9 @@ impl SftConfig {
         if self.method == SftMethod::Lora && self.lora_r == 0 {
             return bad("lora_r", "must be ≥ 1");
         }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return bad("lora_dropout", "must be in [0, 1)");
+        }
         Ok(())
     }
 

@@ -40,6 +40,11 @@ fn parse_row(v: &Value) -> std::result::Result<(Text, Text), String> {
             }
         }
         let last = messages.pop().expect("checked");
+        if last.content.is_empty() {
+            return Err(
+                "field `messages`: the assistant's answer (the completion) is empty".into(),
+            );
+        }
         return Ok((Text::Chat(messages), Text::Chat(vec![last])));
     }
     let get = |field: &str| {

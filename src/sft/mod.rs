@@ -107,10 +107,20 @@ fn save_model(model: &CausalLm, source: &Path, dir: &Path) -> Result<()> {
         safetensors::Dtype::F32,
     )?;
     crate::model::save::copy_model_files(source, &tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Move the old directory aside before the new one takes its name, so a crash in between
+    // leaves one complete model (the old or the new), never none.
+    let old = dir.with_extension("old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
 }
 
 /// Runs a whole SFT job.
@@ -126,7 +136,14 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
             examples,
             read_examples(path, &tokenizer, config.max_length)?,
         ),
-        None if config.eval_split > 0.0 && examples.len() >= 2 => {
+        None if config.eval_split > 0.0 => {
+            if examples.len() < 2 {
+                return Err(Error::Invalid(format!(
+                    "config field `eval_split`: {} has {} usable row(s); a split needs at least 2",
+                    config.data.display(),
+                    examples.len()
+                )));
+            }
             hold_out(examples, config.eval_split, config.seed)
         }
         None => (examples, Vec::new()),

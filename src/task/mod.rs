@@ -162,14 +162,24 @@ pub fn random_problem(rng: &mut Rng) -> Problem {
     Problem { a, b, op, question }
 }
 
-/// `train` and `test` problems from `seed`, no calculation (`a op b`) in both.
+/// Distinct calculations there are (two- and three-digit operands, `a + b` = `b + a`, `a − b`
+/// with `a ≥ b`): about 1.2 million; splits are kept well below, so drawing them stays fast.
+pub const MAX_QUESTIONS: usize = 500_000;
+
+/// `train` and `test` problems from `seed`, no calculation (`a op b`, either order for `+`) in
+/// both. `train + test` must be at most [`MAX_QUESTIONS`].
 pub fn split(seed: u64, train: usize, test: usize) -> (Vec<Problem>, Vec<Problem>) {
     let mut rng = Rng::new(seed);
     let mut seen = HashSet::new();
     let mut problems = Vec::with_capacity(train + test);
     while problems.len() < train + test {
         let p = random_problem(&mut rng);
-        if seen.insert((p.a, p.op, p.b)) {
+        // a + b and b + a are the same calculation
+        let key = match p.op {
+            Op::Add => (p.a.min(p.b), p.op, p.a.max(p.b)),
+            Op::Sub => (p.a, p.op, p.b),
+        };
+        if seen.insert(key) {
             problems.push(p);
         }
     }
@@ -233,8 +243,12 @@ mod tests {
         assert_eq!((train.len(), test.len()), (500, 100));
         assert_eq!(split(3, 500, 100).0, train);
         assert_ne!(split(4, 500, 100).0, train);
-        let keys: HashSet<_> = train.iter().map(|p| (p.a, p.op, p.b)).collect();
-        assert!(test.iter().all(|p| !keys.contains(&(p.a, p.op, p.b))));
+        let key = |p: &Problem| match p.op {
+            Op::Add => (p.a.min(p.b), p.op, p.a.max(p.b)),
+            Op::Sub => (p.a, p.op, p.b),
+        };
+        let keys: HashSet<_> = train.iter().map(key).collect();
+        assert!(test.iter().all(|p| !keys.contains(&key(p))));
         for p in train.iter().chain(&test) {
             assert!((10..1000).contains(&p.a) && (10..1000).contains(&p.b));
             assert!(p.question.contains(&p.a.to_string()) && !p.question.contains('{'));
