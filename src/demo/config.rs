@@ -141,6 +141,11 @@ impl DemoConfig {
         if self.runs.is_empty() {
             return bad("runs", "list at least one run");
         }
+        let mut names: Vec<String> = self.runs.iter().map(super::run_name).collect();
+        names.sort();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return bad("runs", &format!("`{}` is listed twice", pair[0]));
+        }
         Ok(())
     }
 

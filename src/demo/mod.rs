@@ -11,7 +11,6 @@ pub mod config;
 pub mod report;
 pub mod solve;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -343,9 +342,18 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
     for spec in &config.runs {
         let run = run_config(config, &prepared, spec, choice);
         let name = run_name(spec);
+        // The device is left out: the same settings on another device reuse the run.
+        let settings = TrainConfig {
+            device: DeviceChoice::Auto,
+            ..run.clone()
+        };
         let stamp = chain(
             &prepared.stamp,
-            serde_json::json!({"run": crate::config::to_ron(&TrainConfig { device: DeviceChoice::Auto, ..run.clone() }), "eval_questions": config.eval_questions, "max_answer_tokens": config.max_answer_tokens}),
+            serde_json::json!({
+                "run": crate::config::to_ron(&settings),
+                "eval_questions": config.eval_questions,
+                "max_answer_tokens": config.max_answer_tokens,
+            }),
         );
         let curve_path = run.output.join("accuracy.json");
         cached(
@@ -364,6 +372,5 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
     }
     let (path, table) =
         report::write_report(config, &prepared, &results, started.elapsed().as_secs_f64())?;
-    let _ = std::io::stdout().flush();
     Ok((path, table))
 }
