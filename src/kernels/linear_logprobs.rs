@@ -78,26 +78,45 @@ pub fn linear_logprobs(
 }
 
 /// The row ranges of the chunks.
-pub(crate) fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..rows)
         .step_by(chunk.max(1))
         .map(move |start| (start, (start + chunk.max(1)).min(rows)))
 }
 
-/// Rows `start..end` of a 2-D float tensor.
-pub(crate) fn row_slice<B: Backend>(
-    t: &FloatTensor<B>,
-    start: usize,
-    end: usize,
-) -> FloatTensor<B> {
-    B::float_slice(t.clone(), &[Slice::from(start..end), Slice::from(..)])
+/// Rows `start..end` of a float tensor (2-D: whole rows; 1-D: the elements).
+fn row_slice<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+    let slices = [Slice::from(start..end), Slice::from(..)];
+    B::float_slice(t.clone(), &slices[..t.shape().num_dims()])
 }
 
-/// Targets `start..end` as `[n, 1]`.
-fn target_rows<B: Backend>(t: &IntTensor<B>, start: usize, end: usize) -> IntTensor<B> {
-    let part = B::int_slice(t.clone(), &[Slice::from(start..end)]);
-    B::int_reshape(part, Shape::new([end - start, 1]))
+/// The row-wise work on one chunk's logits, which each backend supplies; the chunking, the
+/// matmuls and the autodiff plumbing around it are shared.
+pub(crate) trait RowOps<B: Backend> {
+    /// The targets in the layout `pick` and `logit_grad` read (prepared once per call).
+    fn prepare_targets(&self, targets: IntTensor<B>) -> IntTensor<B> {
+        targets
+    }
+
+    /// Most rows per chunk.
+    fn max_rows(&self) -> usize {
+        usize::MAX
+    }
+
+    /// `log softmax(logits)[target]` `[c]` of a chunk: `logits` `[c, V]`, `targets` `[c]`.
+    fn pick(&self, logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B>;
+
+    /// `g·(onehot(target) − softmax(logits))` `[c, V]`, `grad` `[c]`.
+    fn logit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B>;
 }
+
+/// The row work as plain tensor operations, for any backend.
+pub(crate) struct PlainRows;
 
 /// `(logits − max, log Σ exp(logits − max))` of a `[n, V]` chunk: shifted logits and the shifted
 /// log-sum-exp `[n, 1]`.
@@ -108,95 +127,108 @@ fn shifted<B: Backend>(logits: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B
     (shifted, lse)
 }
 
-/// Plain-ops forward for any backend.
-pub fn forward_plain<B: Backend>(
+/// `[c]` → `[c, 1]`.
+fn column<B: Backend>(targets: IntTensor<B>) -> IntTensor<B> {
+    let c = targets.shape()[0];
+    B::int_reshape(targets, Shape::new([c, 1]))
+}
+
+impl<B: Backend> RowOps<B> for PlainRows {
+    fn pick(&self, logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+        let c = targets.shape()[0];
+        let (shifted, lse) = shifted::<B>(logits);
+        let picked = B::float_gather(1, shifted, column::<B>(targets)); // [c, 1]
+        B::float_reshape(B::float_sub(picked, lse), Shape::new([c]))
+    }
+
+    fn logit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let c = targets.shape()[0];
+        let grad = B::float_reshape(grad, Shape::new([c, 1]));
+        let (shifted, lse) = shifted::<B>(logits);
+        let probs = B::float_exp(B::float_sub(shifted, lse)); // [c, V]
+        let neg = B::float_mul(probs, B::float_neg(grad.clone())); // −g·softmax
+        B::float_scatter(1, neg, column::<B>(targets), grad, IndexingUpdateOp::Add) // + g at the target
+    }
+}
+
+/// The chunks of a call: `(rows of hidden [c, H], logits [c, V], targets [c], range)`.
+fn chunk_logits<'a, B: Backend>(
+    rows: &'a dyn RowOps<B>,
+    hidden: &'a FloatTensor<B>,
+    weight: &'a FloatTensor<B>,
+    targets: &'a IntTensor<B>,
+    chunk: usize,
+) -> impl Iterator<Item = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, (usize, usize))> + 'a {
+    chunk_ranges(hidden.shape()[0], chunk.min(rows.max_rows())).map(move |(s, e)| {
+        let h = row_slice::<B>(hidden, s, e);
+        let logits = B::float_matmul(h.clone(), weight.clone());
+        let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
+        (h, logits, t, (s, e))
+    })
+}
+
+/// The forward with `rows` doing the row work.
+pub(crate) fn forward<B: Backend>(
+    rows: &dyn RowOps<B>,
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
     chunk: usize,
 ) -> FloatTensor<B> {
-    let n = hidden.shape()[0];
-    let parts: Vec<FloatTensor<B>> = chunk_ranges(n, chunk)
-        .map(|(s, e)| {
-            let logits = B::float_matmul(row_slice::<B>(&hidden, s, e), weight.clone()); // [c, V]
-            let (shifted, lse) = shifted::<B>(logits);
-            let picked = B::float_gather(1, shifted, target_rows::<B>(&targets, s, e)); // [c, 1]
-            B::float_reshape(B::float_sub(picked, lse), Shape::new([e - s]))
-        })
+    let targets = rows.prepare_targets(targets);
+    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(_, logits, t, _)| rows.pick(logits, t))
         .collect();
     B::float_cat(parts, 0)
 }
 
-/// `g·(onehot(target) − softmax(logits))` `[n, V]` of one chunk.
-fn logit_grad<B: Backend>(
-    logits: FloatTensor<B>,
-    targets: IntTensor<B>,
-    grad: FloatTensor<B>,
-) -> FloatTensor<B> {
-    let (shifted, lse) = shifted::<B>(logits);
-    let probs = B::float_exp(B::float_sub(shifted, lse)); // [c, V]
-    let neg = B::float_mul(probs, B::float_neg(grad.clone())); // −g·softmax
-    B::float_scatter(1, neg, targets, grad, IndexingUpdateOp::Add) // + g at the target
-}
-
-/// Rows `s..e` of `hidden` and `g·(onehot − softmax)` `[c, V]` of their recomputed logits.
-fn chunk_logit_grad<B: Backend>(
-    hidden: &FloatTensor<B>,
-    weight: &FloatTensor<B>,
-    targets: &IntTensor<B>,
-    grad: &FloatTensor<B>,
-    (s, e): (usize, usize),
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let h = row_slice::<B>(hidden, s, e);
-    let logits = B::float_matmul(h.clone(), weight.clone());
-    let g = B::float_reshape(
-        B::float_slice(grad.clone(), &[Slice::from(s..e)]),
-        Shape::new([e - s, 1]),
-    );
-    (
-        h,
-        logit_grad::<B>(logits, target_rows::<B>(targets, s, e), g),
-    )
-}
-
-/// Plain-ops `∂/∂hidden` for any backend.
-pub fn grad_hidden_plain<B: Backend>(
+/// `∂/∂hidden` `[rows, H]` with `rows` doing the row work.
+pub(crate) fn grad_hidden<B: Backend>(
+    rows: &dyn RowOps<B>,
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
     grad: FloatTensor<B>,
     chunk: usize,
 ) -> FloatTensor<B> {
+    let targets = rows.prepare_targets(targets);
     let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let parts: Vec<FloatTensor<B>> = chunk_ranges(hidden.shape()[0], chunk)
-        .map(|range| {
-            let (_, d) = chunk_logit_grad::<B>(&hidden, &weight, &targets, &grad, range);
+    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(_, logits, t, (s, e))| {
+            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
             B::float_matmul(d, weight_t.clone()) // [c, H]
         })
         .collect();
     B::float_cat(parts, 0)
 }
 
-/// Plain-ops `∂/∂weight` for any backend.
-pub fn grad_weight_plain<B: Backend>(
+/// `∂/∂weight` `[H, V]` with `rows` doing the row work.
+pub(crate) fn grad_weight<B: Backend>(
+    rows: &dyn RowOps<B>,
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
     grad: FloatTensor<B>,
     chunk: usize,
 ) -> FloatTensor<B> {
-    chunk_ranges(hidden.shape()[0], chunk)
-        .map(|range| {
-            let (h, d) = chunk_logit_grad::<B>(&hidden, &weight, &targets, &grad, range);
+    let targets = rows.prepare_targets(targets);
+    chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(h, logits, t, (s, e))| {
+            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
             B::float_matmul(B::float_transpose(h), d) // [H, V]
         })
         .reduce(B::float_add)
         .expect("at least one row")
 }
 
-/// Implements both traits for `$backend` with the given forward and gradient functions.
+/// Implements both traits for `$backend`, with `$rows(&hidden)` choosing the row work.
 macro_rules! impl_ops {
-    ($backend:ty, $forward:path, $grad_hidden:path, $grad_weight:path) => {
+    ($backend:ty, $rows:expr) => {
         impl LinearLogprobOps for $backend {
             fn linear_logprobs(
                 hidden: FloatTensor<Self>,
@@ -204,7 +236,7 @@ macro_rules! impl_ops {
                 targets: IntTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                $forward(hidden, weight, targets, chunk)
+                forward::<Self>($rows(&hidden), hidden, weight, targets, chunk)
             }
         }
 
@@ -216,7 +248,7 @@ macro_rules! impl_ops {
                 grad: FloatTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                $grad_hidden(hidden, weight, targets, grad, chunk)
+                grad_hidden::<Self>($rows(&hidden), hidden, weight, targets, grad, chunk)
             }
 
             fn linear_logprobs_grad_weight(
@@ -226,30 +258,15 @@ macro_rules! impl_ops {
                 grad: FloatTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                $grad_weight(hidden, weight, targets, grad, chunk)
+                grad_weight::<Self>($rows(&hidden), hidden, weight, targets, grad, chunk)
             }
         }
     };
 }
 
-impl_ops!(
-    Flex,
-    forward_plain::<Flex>,
-    grad_hidden_plain::<Flex>,
-    grad_weight_plain::<Flex>
-);
-impl_ops!(
-    NdArray,
-    forward_plain::<NdArray>,
-    grad_hidden_plain::<NdArray>,
-    grad_weight_plain::<NdArray>
-);
-impl_ops!(
-    CubeBackend,
-    super::wgsl::forward,
-    super::wgsl::grad_hidden,
-    super::wgsl::grad_weight
-);
+impl_ops!(Flex, |_: &FloatTensor<Flex>| &PlainRows);
+impl_ops!(NdArray, |_: &FloatTensor<NdArray>| &PlainRows);
+impl_ops!(CubeBackend, super::wgsl::row_ops);
 
 impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLogprobOps
     for Autodiff<B, C>

@@ -7,17 +7,15 @@
 
 use burn::backend::Backend;
 use burn::backend::TensorMetadata;
-use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::tensor::IntTensor;
 use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
 use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 use burn::prelude::*;
-use burn::tensor::{DType, IntDType, Slice};
+use burn::tensor::{DType, IntDType};
 
-use super::linear_logprobs::{
-    chunk_ranges, forward_plain, grad_hidden_plain, grad_weight_plain, row_slice,
-};
+use super::linear_logprobs::{PlainRows, RowOps};
 
 /// Threads per row.
 const WORKGROUP: u32 = 256;
@@ -58,39 +56,12 @@ impl KernelSource for RowKernel {
     }
 }
 
-fn matmul<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(a, b)
-}
-
-fn cat<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
-    B::float_cat(parts, 0)
-}
-
-fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_transpose(t)
-}
-
-fn add<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_add(a, b)
-}
-
 /// `targets` as contiguous i32 (what the kernels read).
 fn i32_targets(targets: IntTensor<CubeBackend>) -> IntTensor<CubeBackend> {
     fn cast<B: Backend>(t: IntTensor<B>) -> IntTensor<B> {
         B::int_cast(t, IntDType::I32)
     }
     into_contiguous(cast::<CubeBackend>(targets))
-}
-
-fn target_slice(
-    targets: &IntTensor<CubeBackend>,
-    start: usize,
-    end: usize,
-) -> IntTensor<CubeBackend> {
-    fn slice<B: Backend>(t: IntTensor<B>, start: usize, end: usize) -> IntTensor<B> {
-        B::int_slice(t, &[Slice::from(start..end)])
-    }
-    into_contiguous(slice::<CubeBackend>(targets.clone(), start, end))
 }
 
 /// Runs `kernel` over the `[rows, vocab]` contiguous `logits`, one workgroup per row.
@@ -114,106 +85,55 @@ fn launch(kernel: RowKernel, logits: &CubeTensor, targets: &CubeTensor, third: &
     );
 }
 
-/// The kernels handle f32; anything else takes the plain path.
-fn supported(hidden: &CubeTensor) -> bool {
-    hidden.dtype == DType::F32
+/// The row work in the WGSL kernels (f32 only).
+struct WgslRows;
+
+impl RowOps<CubeBackend> for WgslRows {
+    fn prepare_targets(&self, targets: IntTensor<CubeBackend>) -> IntTensor<CubeBackend> {
+        i32_targets(targets)
+    }
+
+    fn max_rows(&self) -> usize {
+        MAX_ROWS
+    }
+
+    fn pick(&self, logits: CubeTensor, targets: IntTensor<CubeBackend>) -> CubeTensor {
+        let logits = into_contiguous(logits);
+        let rows = logits.shape()[0];
+        let out = CubeTensor::new_contiguous(
+            logits.client.clone(),
+            logits.device.clone(),
+            Shape::new([rows]),
+            logits.client.empty(rows * 4),
+            DType::F32,
+        );
+        launch(FORWARD, &logits, &into_contiguous(targets), &out);
+        out
+    }
+
+    /// Written in place over the (recomputed) logits' buffer.
+    fn logit_grad(
+        &self,
+        logits: CubeTensor,
+        targets: IntTensor<CubeBackend>,
+        grad: CubeTensor,
+    ) -> CubeTensor {
+        let logits = into_contiguous(logits);
+        launch(
+            BACKWARD,
+            &logits,
+            &into_contiguous(targets),
+            &into_contiguous(grad),
+        );
+        logits
+    }
 }
 
-/// `d = g·(onehot − softmax)` `[c, V]` of rows `start..end`, in the recomputed logits' buffer.
-fn logit_grads(
-    hidden: &CubeTensor,
-    weight: &CubeTensor,
-    targets: &CubeTensor,
-    grad: &CubeTensor,
-    (start, end): (usize, usize),
-) -> CubeTensor {
-    let logits = into_contiguous(matmul::<CubeBackend>(
-        row_slice::<CubeBackend>(hidden, start, end),
-        weight.clone(),
-    ));
-    fn slice<B: Backend>(t: FloatTensor<B>, s: usize, e: usize) -> FloatTensor<B> {
-        B::float_slice(t, &[Slice::from(s..e)])
+/// The kernels for f32 tensors; the plain operations for anything else.
+pub(crate) fn row_ops(hidden: &CubeTensor) -> &'static dyn RowOps<CubeBackend> {
+    if hidden.dtype == DType::F32 {
+        &WgslRows
+    } else {
+        &PlainRows
     }
-    let g = into_contiguous(slice::<CubeBackend>(grad.clone(), start, end));
-    launch(BACKWARD, &logits, &target_slice(targets, start, end), &g);
-    logits
-}
-
-/// Forward on wgpu.
-pub fn forward(
-    hidden: CubeTensor,
-    weight: CubeTensor,
-    targets: IntTensor<CubeBackend>,
-    chunk: usize,
-) -> CubeTensor {
-    if !supported(&hidden) {
-        return forward_plain::<CubeBackend>(hidden, weight, targets, chunk);
-    }
-    let targets = i32_targets(targets);
-    let parts = chunk_ranges(hidden.shape()[0], chunk.min(MAX_ROWS))
-        .map(|(start, end)| {
-            let logits = into_contiguous(matmul::<CubeBackend>(
-                row_slice::<CubeBackend>(&hidden, start, end),
-                weight.clone(),
-            ));
-            let out = CubeTensor::new_contiguous(
-                logits.client.clone(),
-                logits.device.clone(),
-                Shape::new([end - start]),
-                logits.client.empty((end - start) * 4),
-                DType::F32,
-            );
-            launch(FORWARD, &logits, &target_slice(&targets, start, end), &out);
-            out
-        })
-        .collect();
-    cat::<CubeBackend>(parts)
-}
-
-/// `∂/∂hidden` on wgpu.
-pub fn grad_hidden(
-    hidden: CubeTensor,
-    weight: CubeTensor,
-    targets: IntTensor<CubeBackend>,
-    grad: CubeTensor,
-    chunk: usize,
-) -> CubeTensor {
-    if !supported(&hidden) {
-        return grad_hidden_plain::<CubeBackend>(hidden, weight, targets, grad, chunk);
-    }
-    let targets = i32_targets(targets);
-    let weight_t = transpose::<CubeBackend>(weight.clone());
-    let parts = chunk_ranges(hidden.shape()[0], chunk.min(MAX_ROWS))
-        .map(|range| {
-            matmul::<CubeBackend>(
-                logit_grads(&hidden, &weight, &targets, &grad, range),
-                weight_t.clone(),
-            )
-        })
-        .collect();
-    cat::<CubeBackend>(parts)
-}
-
-/// `∂/∂weight` on wgpu.
-pub fn grad_weight(
-    hidden: CubeTensor,
-    weight: CubeTensor,
-    targets: IntTensor<CubeBackend>,
-    grad: CubeTensor,
-    chunk: usize,
-) -> CubeTensor {
-    if !supported(&hidden) {
-        return grad_weight_plain::<CubeBackend>(hidden, weight, targets, grad, chunk);
-    }
-    let targets = i32_targets(targets);
-    chunk_ranges(hidden.shape()[0], chunk.min(MAX_ROWS))
-        .map(|(start, end)| {
-            let d = logit_grads(&hidden, &weight, &targets, &grad, (start, end));
-            matmul::<CubeBackend>(
-                transpose::<CubeBackend>(row_slice::<CubeBackend>(&hidden, start, end)),
-                d,
-            )
-        })
-        .reduce(add::<CubeBackend>)
-        .expect("at least one row")
 }
