@@ -145,12 +145,19 @@ pub fn set_enabled(model: &mut CausalLm, enabled: bool) {
     }
 }
 
-/// Whether the model carries any adapter.
-pub fn has_adapters(model: &mut CausalLm) -> bool {
-    model
+/// An error naming the `lora_targets` config field when the model carries no adapter (the
+/// targets matched no projection).
+pub fn require_adapters(model: &mut CausalLm, targets: &str) -> Result<()> {
+    if model
         .projections_mut()
         .iter()
         .any(|(_, l)| l.lora.is_some())
+    {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "config field `lora_targets`: `{targets}` matches no projection of the model"
+    )))
 }
 
 fn to_host(t: Tensor<2>) -> Vec<f32> {

@@ -22,7 +22,7 @@ use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
-use crate::steps::{StepPlan, epoch_order, run_length};
+use crate::steps::{StepPlan, run_length, split_for_eval};
 use crate::tokenizer::Tokenizer;
 
 /// What a finished run produced.
@@ -53,22 +53,6 @@ pub fn loss_params(c: &TrainConfig) -> LossParams {
         dpop_lambda: c.dpop_lambda,
         sft_weight: c.sft_weight,
     }
-}
-
-/// Splits off `fraction` of `pairs` (at least one, never all; needs two or more items), chosen by
-/// a seeded shuffle.
-pub(crate) fn hold_out<T>(pairs: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
-    let order = epoch_order(pairs.len(), seed, usize::MAX);
-    let held = ((pairs.len() as f64 * fraction).round() as usize).clamp(1, pairs.len() - 1);
-    let held: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
-    let (eval, train): (Vec<_>, Vec<_>) = pairs
-        .into_iter()
-        .enumerate()
-        .partition(|(i, _)| held.contains(i));
-    (
-        train.into_iter().map(|(_, p)| p).collect(),
-        eval.into_iter().map(|(_, p)| p).collect(),
-    )
 }
 
 /// Reorders a shuffled epoch so that each window of 50 batches is sorted by length (longest
@@ -167,30 +151,23 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 
     let tokenizer = Tokenizer::load(&config.model)?;
     let pairs = read_pairs(&config.data, &tokenizer, config.max_length)?;
-    let (pairs, eval_pairs) = match &config.eval_data {
-        Some(path) => (pairs, read_pairs(path, &tokenizer, config.max_length)?),
-        None if config.eval_split > 0.0 => {
-            if pairs.len() < 2 {
-                return Err(Error::Invalid(format!(
-                    "config field `eval_split`: {} has {} usable pair(s); a split needs at least 2",
-                    config.data.display(),
-                    pairs.len()
-                )));
-            }
-            hold_out(pairs, config.eval_split, config.seed)
-        }
-        None => (pairs, Vec::new()),
+    let eval_pairs = match &config.eval_data {
+        Some(path) => Some(read_pairs(path, &tokenizer, config.max_length)?),
+        None => None,
     };
+    let (pairs, eval_pairs) = split_for_eval(
+        pairs,
+        eval_pairs,
+        config.eval_split,
+        config.seed,
+        &config.data,
+        "pair",
+    )?;
 
     let mut model = CausalLm::load(&config.model, &device)?;
     model.logprob_chunk = config.logprob_chunk;
     let (settings, mut optimizer, start_step) = init_adapters(config, resume, &mut model, &device)?;
-    if !lora::has_adapters(&mut model) {
-        return Err(Error::Invalid(format!(
-            "config field `lora_targets`: `{}` matches no projection of the model",
-            config.lora_targets
-        )));
-    }
+    lora::require_adapters(&mut model, &config.lora_targets)?;
 
     let n = pairs.len();
     let accum = config.gradient_accumulation_steps;
@@ -401,23 +378,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hold_out_splits_by_fraction_and_keeps_every_pair() {
-        let pairs: Vec<TokenizedPair> = (0..10)
-            .map(|i| TokenizedPair {
-                line: i + 1,
-                prompt: vec![1],
-                chosen: vec![2],
-                rejected: vec![3],
-            })
-            .collect();
-        let (train, eval) = hold_out(pairs, 0.2, 3);
-        assert_eq!((train.len(), eval.len()), (8, 2));
-        let mut lines: Vec<usize> = train.iter().chain(&eval).map(|p| p.line).collect();
-        lines.sort();
-        assert_eq!(lines, (1..=10).collect::<Vec<_>>());
-    }
 
     #[test]
     fn grouping_sorts_windows_by_length() {

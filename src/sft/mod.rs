@@ -22,9 +22,9 @@ use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
-use crate::steps::{StepPlan, run_length};
+use crate::steps::{StepPlan, run_length, split_for_eval};
 use crate::tokenizer::Tokenizer;
-use crate::train::{hold_out, pad_id};
+use crate::train::pad_id;
 pub use config::{SFT_FIELDS, SftConfig, SftMethod, SftOverrides};
 use data::{SftBatch, SftExample, make_batch, read_examples};
 
@@ -131,23 +131,18 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
     let device = selected.device.clone().autodiff();
     let tokenizer = Tokenizer::load(&config.model)?;
     let examples = read_examples(&config.data, &tokenizer, config.max_length)?;
-    let (examples, eval_examples) = match &config.eval_data {
-        Some(path) => (
-            examples,
-            read_examples(path, &tokenizer, config.max_length)?,
-        ),
-        None if config.eval_split > 0.0 => {
-            if examples.len() < 2 {
-                return Err(Error::Invalid(format!(
-                    "config field `eval_split`: {} has {} usable row(s); a split needs at least 2",
-                    config.data.display(),
-                    examples.len()
-                )));
-            }
-            hold_out(examples, config.eval_split, config.seed)
-        }
-        None => (examples, Vec::new()),
+    let eval_examples = match &config.eval_data {
+        Some(path) => Some(read_examples(path, &tokenizer, config.max_length)?),
+        None => None,
     };
+    let (examples, eval_examples) = split_for_eval(
+        examples,
+        eval_examples,
+        config.eval_split,
+        config.seed,
+        &config.data,
+        "row",
+    )?;
     let mut model = CausalLm::load(&config.model, &device)?;
     let mut trainer = match config.method {
         SftMethod::Full => {
@@ -162,12 +157,7 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
         SftMethod::Lora => {
             let settings = config.lora_settings();
             lora::attach(&mut model, &settings, config.seed, &device);
-            if !lora::has_adapters(&mut model) {
-                return Err(Error::Invalid(format!(
-                    "config field `lora_targets`: `{}` matches no projection of the model",
-                    config.lora_targets
-                )));
-            }
+            lora::require_adapters(&mut model, &config.lora_targets)?;
             Trainer::Lora(AdamW::default(), settings)
         }
     };
