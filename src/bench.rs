@@ -156,6 +156,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let selected = device::select(s.device)?;
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone().autodiff();
+    let gpu = device::is_cube(&selected.device);
     let started = Instant::now();
     let (mut model, name) = match (&s.model, &s.preset) {
         (Some(dir), _) => (CausalLm::load(dir, &device)?, dir.display().to_string()),
@@ -244,7 +245,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         if step >= s.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
-        if let Some(usage) = selected.device.memory_pool_usage() {
+        if let Some(usage) = gpu.then(|| selected.device.memory_pool_usage()).flatten() {
             pool_peak = pool_peak.max(usage.bytes_reserved);
         }
         eprintln!(
@@ -273,7 +274,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
             l.a.val().dims().iter().product::<usize>() + l.b.val().dims().iter().product::<usize>()
         })
         .sum();
-    let peak = if selected.device.memory_pool_usage().is_some() {
+    let peak = if gpu {
         Some(pool_peak)
     } else {
         peak_rss_bytes()
@@ -290,7 +291,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "step_ms_median": 1e3 * step_s,
         "step_ms": times.iter().map(|t| 1e3 * t).collect::<Vec<_>>(),
         "peak_memory_bytes": peak,
-        "peak_memory_kind": if selected.device.memory_pool_usage().is_some() { "gpu_pool_reserved" } else { "host_rss" },
+        "peak_memory_kind": if gpu { "gpu_pool_reserved" } else { "host_rss" },
         "parameters": model.config.num_parameters(),
         "trainable_parameters": trainable,
         "gflops_per_step": flops / 1e9,

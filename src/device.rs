@@ -110,6 +110,15 @@ pub fn auto_gpu(adapters: &[Adapter]) -> Option<&Adapter> {
         .min_by_key(|a| rank(a))
 }
 
+/// Whether `device` runs through CubeCL (wgpu): a GPU memory pool and autotuned kernels. Decided
+/// from the device's kind alone, without asking the device anything (no round trip to it).
+pub fn is_cube(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        burn::backend::DispatchDevice::Cube(_)
+    )
+}
+
 /// A device ready to use, with a line saying what it is.
 pub struct SelectedDevice {
     pub device: Device,
@@ -187,4 +196,27 @@ fn init_wgpu(adapter: &Adapter) -> Result<SelectedDevice> {
         device,
         description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::batch::bucketed_len;
+
+    #[test]
+    fn only_cubecl_devices_count_as_gpus_and_bucket_lengths() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            assert!(!is_cube(&device));
+            assert_eq!(bucketed_len(70, &device), 70);
+        }
+        match select(DeviceChoice::Wgpu) {
+            Ok(selected) => {
+                for device in [selected.device.clone(), selected.device.autodiff()] {
+                    assert!(is_cube(&device));
+                    assert_eq!(bucketed_len(70, &device), 128);
+                }
+            }
+            Err(e) => eprintln!("skipping the wgpu half: {e}"),
+        }
+    }
 }

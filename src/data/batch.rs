@@ -27,10 +27,10 @@ pub struct PairBatch {
 /// different lengths share kernel shapes (and the autotuner's cached choices).
 pub const GPU_LENGTH_BUCKET: usize = 64;
 
-/// `len` rounded up to [`GPU_LENGTH_BUCKET`] on a GPU device (its memory pool gives it away);
-/// unchanged on the CPU, where extra positions are only extra work.
+/// `len` rounded up to [`GPU_LENGTH_BUCKET`] on a GPU device; unchanged on the CPU, where extra
+/// positions are only extra work.
 pub fn bucketed_len(len: usize, device: &Device) -> usize {
-    if device.memory_pool_usage().is_some() {
+    if crate::device::is_cube(device) {
         len.div_ceil(GPU_LENGTH_BUCKET) * GPU_LENGTH_BUCKET
     } else {
         len
