@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::tensor::FloatDType;
+
 use crate::data::{TokenizedPair, make_batch};
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
@@ -15,6 +17,7 @@ use crate::lora::{self, LoraSettings};
 use crate::loss::{LossKind, LossParams, pair_losses};
 use crate::model::{CausalLm, ModelConfig};
 use crate::optim::{AdamW, AdamWParams, clip, global_norm, lora_grads};
+use crate::precision::{self, FrozenPrecision};
 use crate::sampling::Rng;
 
 /// Model shapes to benchmark without downloading weights (`config.json` of each model).
@@ -70,6 +73,8 @@ pub struct BenchSettings {
     pub logprob_chunk: usize,
     /// Reference log-probs precomputed once (true) or a reference forward every step.
     pub precompute_reference: bool,
+    /// Storage of the frozen weights (presets count as bf16 checkpoints, as the real models ship).
+    pub frozen_precision: FrozenPrecision,
     pub lora_r: usize,
     pub seed: u64,
 }
@@ -167,6 +172,12 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         (None, None) => return Err(Error::Invalid("give --model DIR or --preset NAME".into())),
     };
     model.config.check_sequence_length(s.seq_len)?;
+    let checkpoint_dtype = match &s.model {
+        Some(dir) => precision::checkpoint_dtype(dir),
+        None => Some(FloatDType::BF16),
+    };
+    let frozen_dtype = s.frozen_precision.resolve(&device, checkpoint_dtype)?;
+    precision::store_frozen_weights(&mut model, frozen_dtype);
     let load_seconds = started.elapsed().as_secs_f64();
     let settings = LoraSettings {
         r: s.lora_r,
@@ -226,8 +237,9 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         let logps = pair_logps(sequence_logps(&model, &batch), reference, &batch);
         let loss = pair_losses(&params, &logps).mean();
         let mut grads = lora_grads(&mut model, &loss.backward());
-        let norm = global_norm(&grads); // one host read: the step is finished here
-        clip(&mut grads, norm, 1.0);
+        if let Some(norm) = global_norm(&grads) {
+            clip(&mut grads, &norm, 1.0); // on the device, as in training
+        }
         optimizer.step(&mut model, &grads, 1e-4, &adam);
         // Wait for the update too, so no work spills into the next step's time.
         let _: Vec<f32> = model.projections_mut()[0]
@@ -287,6 +299,8 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
         "precompute_reference": s.precompute_reference,
+        "frozen_precision": precision::dtype_name(frozen_dtype),
+        "frozen_weight_bytes": precision::projection_weight_bytes(&mut model),
         "tokens_per_second": step_tokens as f64 / step_s,
         "step_ms_median": 1e3 * step_s,
         "step_ms": times.iter().map(|t| 1e3 * t).collect::<Vec<_>>(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
+use crate::precision::FrozenPrecision;
 
 /// Learning-rate schedule after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -170,6 +171,10 @@ config_struct! {
     /// Positions per fused LM-head + log-prob chunk: the whole `[rows, positions, vocab]` logits
     /// are never held, forward or backward (0 = the plain path).
     logprob_chunk: usize = 256,
+    /// Storage of the frozen base weights: `auto` keeps a half-precision checkpoint in its own
+    /// precision (lossless; f16 for bf16 on GPUs without bf16), `f32`, `bf16` or `f16`. Activations,
+    /// adapters and optimizer state are f32 either way.
+    frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
     /// Seed for adapter init, data order and the eval split.
     seed: u64 = 42,
     /// Write `checkpoint-N/` (adapter, optimizer, step) every N steps (0 = none).

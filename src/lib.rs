@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod precision;
 pub mod reference_cache;
 pub mod sampling;
 pub mod sft;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -331,7 +332,7 @@ pub fn merge(model: &mut CausalLm) {
     for (_, linear) in model.projections_mut() {
         if let Some(lora) = linear.lora.take() {
             let delta = lora.a.val().matmul(lora.b.val()) * lora.scale;
-            let merged = linear.weight.val() + delta;
+            let merged = linear.weight.val().cast(FloatDType::from(delta.dtype())) + delta;
             linear.weight = Param::from_tensor(merged.detach()).set_require_grad(false);
         }
     }

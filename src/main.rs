@@ -89,6 +89,9 @@ struct BenchArgs {
     /// LoRA rank (adapters on every projection).
     #[arg(long, default_value_t = 16)]
     lora_r: usize,
+    /// Storage of the frozen weights: auto (a preset counts as a bf16 checkpoint), f32, bf16, f16.
+    #[arg(long, value_enum, default_value = "auto")]
+    frozen_precision: minordpo::precision::FrozenPrecision,
 }
 
 #[derive(clap::Args)]
@@ -173,6 +176,9 @@ struct EvalArgs {
     /// Write one JSON line per kept row, in file order, with the four log-probs and the loss.
     #[arg(long)]
     per_example: Option<PathBuf>,
+    /// Storage of the base weights, as `train`'s `frozen_precision`: auto, f32, bf16, f16.
+    #[arg(long, value_enum, default_value = "auto")]
+    frozen_precision: minordpo::precision::FrozenPrecision,
 }
 
 #[derive(clap::Args)]
@@ -241,6 +247,7 @@ fn main() -> ExitCode {
             warmup: args.warmup,
             logprob_chunk: args.logprob_chunk,
             precompute_reference: !args.live_reference,
+            frozen_precision: args.frozen_precision,
             lora_r: args.lora_r,
             seed: 0,
         })
@@ -363,6 +370,11 @@ fn run_eval(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let pairs = read_pairs(&args.data, &tokenizer, args.max_length)?;
     let mut model = CausalLm::load(&args.model, &selected.device)?;
     model.logprob_chunk = TrainConfig::default().logprob_chunk;
+    let frozen_dtype = args.frozen_precision.resolve(
+        &selected.device,
+        minordpo::precision::checkpoint_dtype(&args.model),
+    )?;
+    minordpo::precision::store_frozen_weights(&mut model, frozen_dtype);
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }

@@ -1,6 +1,9 @@
-//! Batch statistics under TRL's metric names, accumulated on the host once per logged step.
+//! Batch statistics under TRL's metric names: kept on the device during training and read back
+//! once per logged step.
 
 use std::collections::BTreeMap;
+
+use burn::prelude::*;
 
 use crate::loss::{LossParams, PairLogps, pair_losses, rewards};
 
@@ -16,26 +19,66 @@ pub struct PairStats {
     pub reference_rejected: Vec<f64>,
 }
 
-fn host(t: burn::prelude::Tensor<1>) -> Vec<f64> {
+/// A `[n]` tensor read back to the host.
+pub fn host_values(t: Tensor<1>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .try_into_vec::<f64>()
         .expect("f64 data")
 }
 
+/// One batch's statistics still on the device, `[7, pairs]`: rows loss, reward chosen / rejected,
+/// policy chosen / rejected, reference chosen / rejected. Training keeps these until a logged
+/// step and reads them all back at once.
+#[derive(Debug, Clone)]
+pub struct DeviceStats(Tensor<2>);
+
+impl DeviceStats {
+    /// The batch's losses, rewards and log-probs (detached), without a host read.
+    pub fn new(params: &LossParams, logps: &PairLogps) -> Self {
+        let (rc, rr) = rewards(params.beta, logps);
+        Self(Tensor::stack(
+            vec![
+                pair_losses(params, logps).detach(),
+                rc,
+                rr,
+                logps.policy_chosen.clone().detach(),
+                logps.policy_rejected.clone().detach(),
+                logps.reference_chosen.clone().detach(),
+                logps.reference_rejected.clone().detach(),
+            ],
+            0,
+        ))
+    }
+}
+
 impl PairStats {
     /// Reads losses, rewards and log-probs of a batch back to the host (one sync).
     pub fn from_batch(params: &LossParams, logps: &PairLogps) -> Self {
-        let losses = pair_losses(params, logps).detach();
-        let (rc, rr) = rewards(params.beta, logps);
+        Self::read(vec![DeviceStats::new(params, logps)])
+    }
+
+    /// Reads the statistics of several batches back to the host in one read.
+    pub fn read(batches: Vec<DeviceStats>) -> Self {
+        if batches.is_empty() {
+            return Self::default();
+        }
+        let all = Tensor::cat(batches.into_iter().map(|b| b.0).collect(), 1); // [7, pairs]
+        let pairs = all.dims()[1];
+        let values = all
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("f64 data");
+        let row = |i: usize| values[i * pairs..(i + 1) * pairs].to_vec();
         Self {
-            loss: host(losses),
-            reward_chosen: host(rc),
-            reward_rejected: host(rr),
-            policy_chosen: host(logps.policy_chosen.clone().detach()),
-            policy_rejected: host(logps.policy_rejected.clone().detach()),
-            reference_chosen: host(logps.reference_chosen.clone()),
-            reference_rejected: host(logps.reference_rejected.clone()),
+            loss: row(0),
+            reward_chosen: row(1),
+            reward_rejected: row(2),
+            policy_chosen: row(3),
+            policy_rejected: row(4),
+            reference_chosen: row(5),
+            reference_rejected: row(6),
         }
     }
 

@@ -56,23 +56,23 @@ pub fn accumulate(sum: &mut LoraGrads, more: LoraGrads) {
     }
 }
 
-/// The global L2 norm of all gradients (one host read).
-pub fn global_norm(grads: &LoraGrads) -> f64 {
+/// The global L2 norm `[1]` of all gradients, left on the device (`None` without gradients).
+pub fn global_norm(grads: &LoraGrads) -> Option<Tensor<1>> {
     let squares: Vec<Tensor<1>> = grads.values().map(|g| g.clone().square().sum()).collect();
-    if squares.is_empty() {
-        return 0.0;
-    }
-    let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
-    f64::from(total).sqrt()
+    (!squares.is_empty()).then(|| Tensor::cat(squares, 0).sum().sqrt())
 }
 
-/// Scales gradients so their global norm is at most `max_norm` (PyTorch: `max/(norm + 1e-6)`).
-pub fn clip(grads: &mut LoraGrads, norm: f64, max_norm: f64) {
-    if max_norm > 0.0 && norm > max_norm {
-        let coef = max_norm / (norm + 1e-6);
-        for g in grads.values_mut() {
-            *g = g.clone() * coef;
-        }
+/// Scales gradients so their global norm `norm` `[1]` is at most `max_norm` (PyTorch:
+/// `min(1, max/(norm + 1e-6))`), on the device: no host read.
+pub fn clip(grads: &mut LoraGrads, norm: &Tensor<1>, max_norm: f64) {
+    if max_norm <= 0.0 {
+        return;
+    }
+    let coef = ((norm.clone() + 1e-6).recip() * max_norm)
+        .clamp_max(1.0)
+        .reshape([1, 1]);
+    for g in grads.values_mut() {
+        *g = g.clone() * coef.clone();
     }
 }
 
@@ -149,9 +149,15 @@ mod tests {
         let mut grads = LoraGrads::new();
         grads.insert("a".into(), Tensor::from_floats([[3.0, 0.0]], &d));
         grads.insert("b".into(), Tensor::from_floats([[0.0, 4.0]], &d));
-        let norm = global_norm(&grads);
-        assert!((norm - 5.0).abs() < 1e-6);
-        clip(&mut grads, norm, 1.0);
-        assert!((global_norm(&grads) - 1.0).abs() < 1e-5);
+        let norm_of = |g: &LoraGrads| -> f32 { global_norm(g).unwrap().into_scalar() };
+        let norm = global_norm(&grads).unwrap();
+        assert!((norm_of(&grads) - 5.0).abs() < 1e-6);
+        clip(&mut grads, &norm, 1.0);
+        assert!((norm_of(&grads) - 1.0).abs() < 1e-5);
+        // Below the limit nothing changes.
+        let norm = global_norm(&grads).unwrap();
+        clip(&mut grads, &norm, 10.0);
+        assert!((norm_of(&grads) - 1.0).abs() < 1e-5);
+        assert!(global_norm(&LoraGrads::new()).is_none());
     }
 }

@@ -1,6 +1,6 @@
 //! Precomputed reference log-probs: the reference model (adapters off) is fixed during training,
 //! so its log-probs are computed once, before the first step, and cached in the output directory
-//! under a key that covers the model's files and the exact token ids (so any change to the data,
+//! under a key that covers the model's files, the weights' storage precision and the exact token ids (so any change to the data,
 //! the tokenizer or `max_length` invalidates it). Each training step then skips the reference
 //! forward pass.
 
@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{TokenizedPair, make_batch};
 use crate::error::{Error, Result};
 use crate::eval::{reference_logps, split_pairs};
+use crate::metrics::host_values;
 use crate::model::CausalLm;
+use crate::precision;
 
 const FILE: &str = "reference_logps.json";
 
@@ -24,7 +26,7 @@ struct CacheFile {
 }
 
 /// FNV-1a over everything that determines the reference log-probs.
-fn cache_key(model_dir: &Path, pairs: &[TokenizedPair]) -> String {
+fn cache_key(model_dir: &Path, weight_dtype: &str, pairs: &[TokenizedPair]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -32,6 +34,7 @@ fn cache_key(model_dir: &Path, pairs: &[TokenizedPair]) -> String {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
+    feed(weight_dtype.as_bytes());
     if let Ok(config) = std::fs::read(model_dir.join("config.json")) {
         feed(&config);
     }
@@ -61,12 +64,9 @@ fn cache_key(model_dir: &Path, pairs: &[TokenizedPair]) -> String {
     format!("{h:016x}")
 }
 
-fn host(t: Tensor<1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_into_vec().expect("f64")
-}
-
 /// Reference `(chosen, rejected)` log-probs of every pair, from the cache in `output` when its key
-/// matches, else computed (adapters off) and written there.
+/// (model files, the frozen weights' storage dtype, token ids) matches, else
+/// computed (adapters off) and written there.
 pub fn load_or_compute(
     output: &Path,
     model_dir: &Path,
@@ -76,7 +76,8 @@ pub fn load_or_compute(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<(f64, f64)>> {
-    let key = cache_key(model_dir, pairs);
+    let weight_dtype = precision::dtype_name(precision::stored_dtype(model));
+    let key = cache_key(model_dir, weight_dtype, pairs);
     let path = output.join(FILE);
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(cache) = serde_json::from_str::<CacheFile>(&text)
@@ -92,7 +93,7 @@ pub fn load_or_compute(
         let refs: Vec<&TokenizedPair> = chunk.iter().collect();
         let batch = make_batch(&refs, pad_id, device);
         let (chosen, rejected) = split_pairs(reference_logps(model, &batch), batch.pairs);
-        logps.extend(host(chosen).into_iter().zip(host(rejected)));
+        logps.extend(host_values(chosen).into_iter().zip(host_values(rejected)));
     }
     let tmp = output.join(format!("{FILE}.partial"));
     let text = serde_json::to_string(&CacheFile {

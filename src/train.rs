@@ -1,6 +1,7 @@
 //! The training loop: LoRA on a frozen model, preference loss against the same model with its
 //! adapters off, AdamW with accumulation, global-norm clipping and a warmup schedule, metrics
-//! under TRL's names in `metrics.jsonl`, and a PEFT adapter at the end.
+//! under TRL's names in `metrics.jsonl` (read back from the device once per logged step, not per
+//! step), and a PEFT adapter at the end.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,12 @@ use crate::eval::{evaluate, pair_logps, reference_logps};
 use crate::logprobs::sequence_logps;
 use crate::lora::{self, LoraSettings};
 use crate::loss::{LossParams, pair_losses};
-use crate::metrics::PairStats;
+use crate::metrics::{DeviceStats, PairStats, host_values};
 use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
 };
+use crate::precision;
 use crate::steps::{StepPlan, run_length, split_for_eval};
 use crate::tokenizer::Tokenizer;
 
@@ -166,6 +168,10 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
 
     let mut model = CausalLm::load(&config.model, &device)?;
     model.logprob_chunk = config.logprob_chunk;
+    let frozen_dtype = config
+        .frozen_precision
+        .resolve(&device, precision::checkpoint_dtype(&config.model))?;
+    precision::store_frozen_weights(&mut model, frozen_dtype);
     let (settings, mut optimizer, start_step) = init_adapters(config, resume, &mut model, &device)?;
     lora::require_adapters(&mut model, &config.lora_targets)?;
 
@@ -244,8 +250,17 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
     if let Some(bar) = &progress {
         bar.set_position(start_step as u64);
     }
+    // Statistics and gradient norms stay on the device until a step that logs, evaluates or
+    // saves; one read then brings back everything since the last one (no per-step host sync).
+    let mut pending_stats: Vec<DeviceStats> = Vec::new();
+    let mut pending_norms: Vec<Tensor<1>> = Vec::new();
+    // What the next metrics line averages: the steps since the last logged one.
+    let mut window = PairStats::default();
+    let mut window_norms: Vec<f64> = Vec::new();
+    let mut window_tokens = 0usize;
+    let mut window_started = Instant::now();
+    let mut first_unread_step = start_step + 1;
     for step in start_step..total_steps {
-        let started = Instant::now();
         let lr = learning_rate(
             config.learning_rate,
             step,
@@ -254,8 +269,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             config.lr_scheduler,
         );
         let mut grads = LoraGrads::new();
-        let mut stats = PairStats::default();
-        let mut tokens = 0;
         let micro_batches = plan.micro_batches(step, |order| {
             if config.group_by_length {
                 group_by_length(order, &pairs, config.batch_size);
@@ -265,7 +278,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         for idx in &micro_batches {
             let chunk: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
             let batch = make_batch(&chunk, pad, &device);
-            tokens += batch.num_tokens;
+            window_tokens += batch.num_tokens;
             let reference = match &precomputed {
                 // Same layout as the forward batch: the B chosen, then the B rejected.
                 Some(cache) => {
@@ -281,56 +294,78 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             let logps = pair_logps(sequence_logps(&model, &batch), reference, &batch);
             // Sum over the step's pairs / their count: accumulation equals one large batch.
             let loss = pair_losses(&params, &logps).sum() / step_pairs as f64;
-            let micro_stats = PairStats::from_batch(&params, &logps);
-            if micro_stats.loss.iter().any(|l| !l.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "non-finite loss at step {}; stopping (lower the learning rate?); {}",
-                    step + 1,
-                    last_checkpoint(&output)
-                )));
-            }
-            stats.extend(micro_stats);
+            pending_stats.push(DeviceStats::new(&params, &logps));
             let backward = loss.backward();
             accumulate(&mut grads, lora_grads(&mut model, &backward));
         }
-        let grad_norm = global_norm(&grads);
-        if !grad_norm.is_finite() {
-            return Err(Error::Invalid(format!(
-                "non-finite gradient norm at step {}; stopping; {}",
-                step + 1,
-                last_checkpoint(&output)
-            )));
+        if let Some(norm) = global_norm(&grads) {
+            clip(&mut grads, &norm, config.max_grad_norm);
+            pending_norms.push(norm);
         }
-        clip(&mut grads, grad_norm, config.max_grad_norm);
         optimizer.step(&mut model, &grads, lr, &adam);
 
         let done = step + 1;
-        let mut line = metrics_line(&stats, "");
-        line.insert("step".into(), serde_json::json!(done));
-        line.insert(
-            "epoch".into(),
-            serde_json::json!(done as f64 / steps_per_epoch as f64),
-        );
-        line.insert("grad_norm".into(), serde_json::json!(grad_norm));
-        line.insert("learning_rate".into(), serde_json::json!(lr));
-        line.insert(
-            "tokens_per_second".into(),
-            serde_json::json!(tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)),
-        );
         let eval_now = !eval_pairs.is_empty()
             && ((config.eval_steps > 0 && done % config.eval_steps == 0) || done == total_steps);
-        if eval_now {
-            let eval_stats = evaluate(
-                &mut model,
-                &eval_pairs,
-                &params,
-                config.batch_size,
-                pad,
-                &device,
-            );
-            line.extend(metrics_line(&eval_stats, "eval_"));
+        let save_now = config.save_steps > 0 && done % config.save_steps == 0 && done < total_steps;
+        let log_now = done % config.logging_steps.max(1) == 0 || done == total_steps || eval_now;
+        if log_now || save_now {
+            let stats = PairStats::read(std::mem::take(&mut pending_stats));
+            let norms = if pending_norms.is_empty() {
+                Vec::new()
+            } else {
+                host_values(Tensor::cat(std::mem::take(&mut pending_norms), 0))
+            };
+            let steps = if first_unread_step == done {
+                format!("step {done}")
+            } else {
+                format!("steps {first_unread_step}–{done}")
+            };
+            first_unread_step = done + 1;
+            if stats.loss.iter().any(|l| !l.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "non-finite loss at {steps}; stopping (lower the learning rate?); {}",
+                    last_checkpoint(&output)
+                )));
+            }
+            if norms.iter().any(|n| !n.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "non-finite gradient norm at {steps}; stopping; {}",
+                    last_checkpoint(&output)
+                )));
+            }
+            window.extend(stats);
+            window_norms.extend(norms);
         }
-        if done % config.logging_steps.max(1) == 0 || done == total_steps || eval_now {
+        if log_now {
+            let mut line = metrics_line(&std::mem::take(&mut window), "");
+            line.insert("step".into(), serde_json::json!(done));
+            line.insert(
+                "epoch".into(),
+                serde_json::json!(done as f64 / steps_per_epoch as f64),
+            );
+            // As transformers' Trainer: the last step's norm; the rest is the window's mean.
+            let grad_norm = window_norms.last().copied().unwrap_or(0.0);
+            window_norms.clear();
+            line.insert("grad_norm".into(), serde_json::json!(grad_norm));
+            line.insert("learning_rate".into(), serde_json::json!(lr));
+            line.insert(
+                "tokens_per_second".into(),
+                serde_json::json!(
+                    window_tokens as f64 / window_started.elapsed().as_secs_f64().max(1e-9)
+                ),
+            );
+            if eval_now {
+                let eval_stats = evaluate(
+                    &mut model,
+                    &eval_pairs,
+                    &params,
+                    config.batch_size,
+                    pad,
+                    &device,
+                );
+                line.extend(metrics_line(&eval_stats, "eval_"));
+            }
             writeln!(metrics_file, "{}", serde_json::Value::Object(line.clone()))
                 .map_err(|e| Error::io(&metrics_path, e))?;
             let get = |k: &str| {
@@ -350,8 +385,10 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
                 None => eprintln!("step {done}/{total_steps}  {msg}"),
             }
             last_log = line;
+            window_tokens = 0;
+            window_started = Instant::now();
         }
-        if config.save_steps > 0 && done % config.save_steps == 0 && done < total_steps {
+        if save_now {
             let state = checkpoint::CheckpointState {
                 step: done,
                 seed: config.seed,

@@ -6,11 +6,11 @@
 //! K/V head serves the whole group.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
+use crate::kernels::softmax_last;
 
 /// Keys and values seen so far by one layer, each `[batch, kv_heads, past, head_dim]`.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +81,7 @@ impl Attention {
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         // [batch, kvh, g·seq, total]
         let scores = scores + mask.clone().reshape([1, 1, group * seq, total]);
-        let probs = softmax(scores, 3);
+        let probs = softmax_last(scores);
         let out = probs.matmul(v); // [batch, kvh, g·seq, hd]
         let out = out
             .reshape([batch, h, seq, hd])

@@ -1,10 +1,13 @@
-//! A dense projection holding Hugging Face weights in Burn's `[in, out]` layout, with an optional
-//! LoRA adapter that can be switched off (the reference model is the same weights, adapter off).
+//! A dense projection holding Hugging Face weights in Burn's `[in, out]` layout (f32, or a frozen
+//! weight stored in half precision), with an optional LoRA adapter that can be switched off (the
+//! reference model is the same weights, adapter off).
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::linear;
+
+use crate::kernels::half_weight_matmul;
 
 /// A low-rank update `s · (x · A) · B` on top of a frozen projection.
 #[derive(Module, Debug)]
@@ -46,11 +49,17 @@ impl Linear {
 
     /// `[..., d_in]` → `[..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = linear(
-            x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-        );
+        let weight = self.weight.val();
+        let base = if weight.dtype() == x.dtype() {
+            linear(x.clone(), weight, self.bias.as_ref().map(Param::val))
+        } else {
+            // A frozen weight stored in half precision (`precision::store_frozen_weights`).
+            let y = half_weight_matmul(x.clone(), weight);
+            match &self.bias {
+                Some(bias) => y + bias.val().unsqueeze(),
+                None => y,
+            }
+        };
         match &self.lora {
             Some(lora) if lora.enabled => {
                 let x = if lora.dropout > 0.0 && x.is_autodiff() {

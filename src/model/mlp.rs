@@ -1,9 +1,9 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))`.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::linear::Linear;
+use crate::kernels::swiglu;
 
 /// Gated MLP of every Llama-family decoder layer.
 #[derive(Module, Debug)]
@@ -16,7 +16,8 @@ pub struct Mlp {
 impl Mlp {
     /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone()); // [batch, seq, intermediate]
+        let up = self.up_proj.forward(x);
+        self.down_proj.forward(swiglu(gate, up))
     }
 }

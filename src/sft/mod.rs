@@ -245,9 +245,11 @@ pub fn sft(config: &SftConfig) -> Result<SftSummary> {
             }
             Trainer::Lora(optim, _) => {
                 let norm = global_norm(&lora_sum);
-                clip(&mut lora_sum, norm, config.max_grad_norm);
+                if let Some(norm) = &norm {
+                    clip(&mut lora_sum, norm, config.max_grad_norm);
+                }
                 optim.step(&mut model, &lora_sum, lr, &adam);
-                norm
+                norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>()))
             }
         };
         let v: Vec<f32> = Tensor::cat(sums, 0)

@@ -1,0 +1,240 @@
+//! SwiGLU and the attention softmax as single differentiable operations that keep less for the
+//! backward pass than their decomposed forms.
+//!
+//! Per decoder layer, the decomposed `silu(gate) · up` keeps five `[batch, seq, intermediate]`
+//! tensors for the backward (gate, sigmoid(gate), silu(gate), up, the product's input); `swiglu`
+//! keeps only `gate` and `up` and recomputes the sigmoid. The decomposed softmax keeps its
+//! `exp(x − max)` *and* its output (`[batch, heads, seq, seq]` each); `softmax_last` keeps only
+//! the output (which the following `probs · V` matmul keeps anyway) and uses
+//! `∂x = y · (g − Σ g·y)`. Both forwards run the backend's own kernels (flex's SIMD softmax).
+
+// ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the ops too.
+#![allow(deprecated)]
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::Flex;
+use burn::backend::ndarray::NdArray;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::prelude::*;
+
+/// The two operations (differentiable: `Autodiff` routes to the impl below).
+#[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
+pub trait LeanActivationOps: Backend {
+    /// `silu(gate) · up`, both `[..., d]`.
+    #[fusion(dtype = gate, shape = gate)]
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Softmax over the last dimension.
+    #[fusion(dtype = tensor, shape = tensor)]
+    fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `silu(gate) · up` (`[..., d]` each), keeping only `gate` and `up` for the backward.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as LeanActivationOps>::swiglu(
+        gate.into_dispatch(),
+        up.into_dispatch(),
+    ))
+}
+
+/// Softmax over the last dimension, keeping only its output for the backward.
+pub fn softmax_last<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as LeanActivationOps>::softmax_last(
+        tensor.into_dispatch(),
+    ))
+}
+
+/// `silu(gate) · up` with the backend's element-wise ops.
+fn swiglu_forward<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    let silu = B::float_mul(gate.clone(), B::sigmoid(gate));
+    B::float_mul(silu, up)
+}
+
+/// The backend's softmax over the last dimension.
+fn softmax_forward<B: Backend>(tensor: FloatTensor<B>) -> FloatTensor<B> {
+    let last = tensor.shape().num_dims() - 1;
+    B::softmax(tensor, last)
+}
+
+macro_rules! impl_inner {
+    ($backend:ty) => {
+        impl LeanActivationOps for $backend {
+            fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+                swiglu_forward::<Self>(gate, up)
+            }
+
+            fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+                softmax_forward::<Self>(tensor)
+            }
+        }
+    };
+}
+
+impl_inner!(Flex);
+impl_inner!(NdArray);
+impl_inner!(CubeBackend);
+
+impl<B: LeanActivationOps, C: CheckpointStrategy> LeanActivationOps for Autodiff<B, C> {
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SwiGlu;
+
+        impl<B: Backend> Backward<B, 2> for SwiGlu {
+            /// `(gate, up)`.
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (gate, up) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let [gate_node, up_node] = ops.parents;
+                let sig = B::sigmoid(gate.clone());
+                let silu = B::float_mul(gate.clone(), sig.clone());
+                if let Some(node) = up_node {
+                    grads.register::<B>(node.id, B::float_mul(grad.clone(), silu.clone()));
+                }
+                if let Some(node) = gate_node {
+                    // silu'(x) = σ(x) + silu(x)·(1 − σ(x))
+                    let one_minus = B::float_add_scalar(B::float_neg(sig.clone()), 1.0.into());
+                    let dsilu = B::float_add(sig, B::float_mul(silu, one_minus));
+                    let d_gate = B::float_mul(B::float_mul(grad, up), dsilu);
+                    grads.register::<B>(node.id, d_gate);
+                }
+            }
+        }
+
+        match SwiGlu
+            .prepare::<C>([gate.node(), up.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (g, u) = (gate.into_primitive(), up.into_primitive());
+                let out = B::swiglu(g.clone(), u.clone());
+                prep.finish((g, u), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive()))
+            }
+        }
+    }
+
+    fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Softmax;
+
+        impl<B: Backend> Backward<B, 1> for Softmax {
+            /// The output `y`.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let [node] = ops.parents;
+                if let Some(node) = node {
+                    let last = y.shape().num_dims() - 1;
+                    // ∂x = y · (g − Σ_last g·y)
+                    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
+                    let dx = B::float_mul(y, B::float_sub(grad, dot));
+                    grads.register::<B>(node.id, dx);
+                }
+            }
+        }
+
+        match Softmax
+            .prepare::<C>([tensor.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::softmax_last(tensor.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(tensor.into_primitive())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::{silu, softmax};
+
+    fn max_rel_err(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let err: f32 = (a - b).abs().max().into_scalar();
+        err / scale.max(1e-6)
+    }
+
+    fn random(shape: [usize; 3], device: &Device) -> Tensor<3> {
+        Tensor::random(shape, Distribution::Normal(0.0, 2.0), device)
+            .detach()
+            .require_grad()
+    }
+
+    /// Both ops against their decomposed forms: values and every input gradient, under a random
+    /// output cotangent.
+    fn check_against_decomposed(device: &Device) {
+        let device = device.clone().autodiff();
+        let shape = [2, 5, 19];
+        let (gate, up, scores) = (
+            random(shape, &device),
+            random(shape, &device),
+            random(shape, &device),
+        );
+        let cot = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+
+        let fused = swiglu(gate.clone(), up.clone());
+        let plain = silu(gate.clone()) * up.clone();
+        let g1 = (fused.clone() * cot.clone()).sum().backward();
+        let g2 = (plain.clone() * cot.clone()).sum().backward();
+        assert!(max_rel_err(fused.inner(), plain.inner()) <= 1e-6);
+        let e = max_rel_err(gate.grad(&g1).unwrap(), gate.grad(&g2).unwrap());
+        assert!(e <= 1e-5, "swiglu ∂gate: {e}");
+        let e = max_rel_err(up.grad(&g1).unwrap(), up.grad(&g2).unwrap());
+        assert!(e <= 1e-5, "swiglu ∂up: {e}");
+
+        let fused = softmax_last(scores.clone());
+        let plain = softmax(scores.clone(), 2);
+        let g1 = (fused.clone() * cot.clone()).sum().backward();
+        let g2 = (plain.clone() * cot).sum().backward();
+        assert!(max_rel_err(fused.inner(), plain.inner()) <= 1e-6);
+        let e = max_rel_err(scores.grad(&g1).unwrap(), scores.grad(&g2).unwrap());
+        assert!(e <= 1e-5, "softmax ∂x: {e}");
+    }
+
+    #[test]
+    fn lean_ops_match_decomposed_on_flex() {
+        check_against_decomposed(&Device::flex());
+    }
+
+    #[test]
+    fn lean_ops_match_decomposed_on_ndarray() {
+        check_against_decomposed(&Device::ndarray());
+    }
+
+    #[test]
+    fn lean_ops_match_decomposed_on_wgpu() {
+        match crate::device::select(crate::device::DeviceChoice::Wgpu) {
+            Ok(selected) => check_against_decomposed(&selected.device),
+            Err(e) => eprintln!("skipping the wgpu check: {e}"),
+        }
+    }
+}
