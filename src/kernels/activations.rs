@@ -6,7 +6,8 @@
 //! keeps only `gate` and `up` and recomputes the sigmoid. The decomposed softmax keeps its
 //! `exp(x − max)` *and* its output (`[batch, heads, seq, seq]` each); `softmax_last` keeps only
 //! the output (which the following `probs · V` matmul keeps anyway) and uses
-//! `∂x = y · (g − Σ g·y)`. Both forwards run the backend's own kernels (flex's SIMD softmax).
+//! `∂x = y · (g − Σ g·y)`. On flex (f32) SwiGLU, the softmax and their gradients each run as one
+//! multi-threaded pass (`kernels::cpu`); elsewhere they are plain tensor ops.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the ops too.
 #![allow(deprecated)]
@@ -24,6 +25,8 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
 
+use super::cpu;
+
 /// The two operations (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
 pub trait LeanActivationOps: Backend {
@@ -34,6 +37,26 @@ pub trait LeanActivationOps: Backend {
     /// Softmax over the last dimension.
     #[fusion(dtype = tensor, shape = tensor)]
     fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Their gradients, run by the backward pass on the inner backend.
+#[backend_extension(Cube, Fusion, Flex, NdArray)]
+pub trait LeanActivationGradOps: Backend {
+    /// `∂/∂gate` of `swiglu` given the output gradient `grad`.
+    #[fusion(dtype = gate, shape = gate)]
+    fn swiglu_grad_gate(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `∂/∂up` of `swiglu` given the output gradient `grad`.
+    #[fusion(dtype = gate, shape = gate)]
+    fn swiglu_grad_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `∂/∂x` of `softmax_last` from its output `y` and the output gradient `grad`.
+    #[fusion(dtype = y, shape = y)]
+    fn softmax_last_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// `silu(gate) · up` (`[..., d]` each), keeping only `gate` and `up` for the backward.
@@ -52,41 +75,141 @@ pub fn softmax_last<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
 }
 
 /// `silu(gate) · up` with the backend's element-wise ops.
-fn swiglu_forward<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+fn swiglu_plain<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
     let silu = B::float_mul(gate.clone(), B::sigmoid(gate));
     B::float_mul(silu, up)
 }
 
+/// `grad · up · silu'(gate)`, `silu'(x) = σ(x) + silu(x)·(1 − σ(x))`.
+fn swiglu_grad_gate_plain<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let sig = B::sigmoid(gate.clone());
+    let silu = B::float_mul(gate, sig.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(sig.clone()), 1.0.into());
+    let dsilu = B::float_add(sig, B::float_mul(silu, one_minus));
+    B::float_mul(B::float_mul(grad, up), dsilu)
+}
+
+/// `grad · silu(gate)`.
+fn swiglu_grad_up_plain<B: Backend>(gate: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let silu = B::float_mul(gate.clone(), B::sigmoid(gate));
+    B::float_mul(grad, silu)
+}
+
 /// The backend's softmax over the last dimension.
-fn softmax_forward<B: Backend>(tensor: FloatTensor<B>) -> FloatTensor<B> {
+fn softmax_plain<B: Backend>(tensor: FloatTensor<B>) -> FloatTensor<B> {
     let last = tensor.shape().num_dims() - 1;
     B::softmax(tensor, last)
 }
 
-macro_rules! impl_inner {
+/// `y · (g − Σ_last g·y)`.
+fn softmax_grad_plain<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let last = y.shape().num_dims() - 1;
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
+    B::float_mul(y, B::float_sub(grad, dot))
+}
+
+macro_rules! impl_plain {
     ($backend:ty) => {
         impl LeanActivationOps for $backend {
             fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-                swiglu_forward::<Self>(gate, up)
+                swiglu_plain::<Self>(gate, up)
             }
 
             fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
-                softmax_forward::<Self>(tensor)
+                softmax_plain::<Self>(tensor)
+            }
+        }
+
+        impl LeanActivationGradOps for $backend {
+            fn swiglu_grad_gate(
+                gate: FloatTensor<Self>,
+                up: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                swiglu_grad_gate_plain::<Self>(gate, up, grad)
+            }
+
+            fn swiglu_grad_up(
+                gate: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                swiglu_grad_up_plain::<Self>(gate, grad)
+            }
+
+            fn softmax_last_grad(
+                y: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                softmax_grad_plain::<Self>(y, grad)
             }
         }
     };
 }
 
-impl_inner!(Flex);
-impl_inner!(NdArray);
-impl_inner!(CubeBackend);
+impl_plain!(NdArray);
+impl_plain!(CubeBackend);
 
-impl<B: LeanActivationOps, C: CheckpointStrategy> LeanActivationOps for Autodiff<B, C> {
+/// Flex: the fused, threaded kernels of `cpu` for f32; plain ops for other dtypes.
+impl LeanActivationOps for Flex {
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        if cpu::all_f32_same_shape(&[&gate, &up]) {
+            cpu::map2(&gate, &up, cpu::swiglu_chunk)
+        } else {
+            swiglu_plain::<Self>(gate, up)
+        }
+    }
+
+    fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        if cpu::all_f32_same_shape(&[&tensor]) {
+            cpu::softmax(&tensor)
+        } else {
+            softmax_plain::<Self>(tensor)
+        }
+    }
+}
+
+impl LeanActivationGradOps for Flex {
+    fn swiglu_grad_gate(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if cpu::all_f32_same_shape(&[&gate, &up, &grad]) {
+            cpu::map3(&gate, &up, &grad, cpu::swiglu_grad_gate_chunk)
+        } else {
+            swiglu_grad_gate_plain::<Self>(gate, up, grad)
+        }
+    }
+
+    fn swiglu_grad_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if cpu::all_f32_same_shape(&[&gate, &grad]) {
+            cpu::map2(&gate, &grad, cpu::swiglu_grad_up_chunk)
+        } else {
+            swiglu_grad_up_plain::<Self>(gate, grad)
+        }
+    }
+
+    fn softmax_last_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if cpu::all_f32_same_shape(&[&y, &grad]) {
+            cpu::softmax_grad(&y, &grad)
+        } else {
+            softmax_grad_plain::<Self>(y, grad)
+        }
+    }
+}
+
+impl<B: LeanActivationOps + LeanActivationGradOps, C: CheckpointStrategy> LeanActivationOps
+    for Autodiff<B, C>
+{
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct SwiGlu;
 
-        impl<B: Backend> Backward<B, 2> for SwiGlu {
+        impl<B: LeanActivationGradOps> Backward<B, 2> for SwiGlu {
             /// `(gate, up)`.
             type State = (FloatTensor<B>, FloatTensor<B>);
 
@@ -99,17 +222,12 @@ impl<B: LeanActivationOps, C: CheckpointStrategy> LeanActivationOps for Autodiff
                 let (gate, up) = ops.state;
                 let grad = grads.consume::<B>(&ops.node);
                 let [gate_node, up_node] = ops.parents;
-                let sig = B::sigmoid(gate.clone());
-                let silu = B::float_mul(gate.clone(), sig.clone());
                 if let Some(node) = up_node {
-                    grads.register::<B>(node.id, B::float_mul(grad.clone(), silu.clone()));
+                    let d_up = B::swiglu_grad_up(gate.clone(), grad.clone());
+                    grads.register::<B>(node.id, d_up);
                 }
                 if let Some(node) = gate_node {
-                    // silu'(x) = σ(x) + silu(x)·(1 − σ(x))
-                    let one_minus = B::float_add_scalar(B::float_neg(sig.clone()), 1.0.into());
-                    let dsilu = B::float_add(sig, B::float_mul(silu, one_minus));
-                    let d_gate = B::float_mul(B::float_mul(grad, up), dsilu);
-                    grads.register::<B>(node.id, d_gate);
+                    grads.register::<B>(node.id, B::swiglu_grad_gate(gate, up, grad));
                 }
             }
         }
@@ -134,7 +252,7 @@ impl<B: LeanActivationOps, C: CheckpointStrategy> LeanActivationOps for Autodiff
         #[derive(Debug)]
         struct Softmax;
 
-        impl<B: Backend> Backward<B, 1> for Softmax {
+        impl<B: LeanActivationGradOps> Backward<B, 1> for Softmax {
             /// The output `y`.
             type State = FloatTensor<B>;
 
@@ -144,15 +262,10 @@ impl<B: LeanActivationOps, C: CheckpointStrategy> LeanActivationOps for Autodiff
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let y = ops.state;
                 let grad = grads.consume::<B>(&ops.node);
                 let [node] = ops.parents;
                 if let Some(node) = node {
-                    let last = y.shape().num_dims() - 1;
-                    // ∂x = y · (g − Σ_last g·y)
-                    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
-                    let dx = B::float_mul(y, B::float_sub(grad, dot));
-                    grads.register::<B>(node.id, dx);
+                    grads.register::<B>(node.id, B::softmax_last_grad(ops.state, grad));
                 }
             }
         }

@@ -22,7 +22,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 
 /// The operation (differentiable in `x`: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -74,16 +74,27 @@ macro_rules! impl_inner {
     };
 }
 
-impl_inner!(Flex);
 impl_inner!(NdArray);
 impl_inner!(CubeBackend);
+
+/// Flex: bf16 weights are widened by the parallel kernel of `kernels::cpu`.
+impl HalfWeightOps for Flex {
+    fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let weight = if weight.dtype() == DType::BF16 && x.dtype() == DType::F32 {
+            super::cpu::bf16_to_f32(&weight)
+        } else {
+            weight
+        };
+        forward::<Self>(x, weight)
+    }
+}
 
 impl<B: HalfWeightOps, C: CheckpointStrategy> HalfWeightOps for Autodiff<B, C> {
     fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct HalfWeightMatmul;
 
-        impl<B: Backend> Backward<B, 1> for HalfWeightMatmul {
+        impl<B: HalfWeightOps> Backward<B, 1> for HalfWeightMatmul {
             /// The stored (half-precision) weight `[d_in, d_out]`.
             type State = FloatTensor<B>;
 
@@ -96,8 +107,8 @@ impl<B: HalfWeightOps, C: CheckpointStrategy> HalfWeightOps for Autodiff<B, C> {
                 let grad = grads.consume::<B>(&ops.node); // [rows, d_out]
                 let [node] = ops.parents;
                 if let Some(node) = node {
-                    let weight = cast_like::<B>(ops.state, &grad);
-                    let dx = B::float_matmul(grad, B::float_transpose(weight)); // [rows, d_in]
+                    // ∂x = g · Wᵀ, the same op on the transposed weight: [rows, d_in]
+                    let dx = B::half_weight_matmul(grad, B::float_transpose(ops.state));
                     grads.register::<B>(node.id, dx);
                 }
             }

@@ -3,9 +3,9 @@
 //!
 //! The forward keeps only the `[rows]` result; the backward recomputes each chunk's logits and
 //! turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ`, so neither pass ever holds
-//! more than `[chunk, vocab]` logits. A plain-ops implementation serves every backend (flex,
-//! ndarray, and wgpu's matmuls); on wgpu the row-wise softmax work runs in the WGSL kernels of
-//! `shaders/logprobs*.wgsl`.
+//! more than `[chunk, vocab]` logits. The chunking, the matmuls and the autodiff plumbing are shared;
+//! the row-wise softmax work runs in the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu, in the
+//! fused CPU kernels of `kernels::cpu` on flex, and as plain tensor ops on ndarray.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
@@ -16,13 +16,15 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::Flex;
+use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::ndarray::NdArray;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{IndexingUpdateOp, Slice};
+use burn::tensor::{DType, IndexingUpdateOp, Slice, TensorData};
+
+use super::cpu;
 
 /// The fused LM-head log-prob operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -226,6 +228,48 @@ pub(crate) fn grad_weight<B: Backend>(
         .expect("at least one row")
 }
 
+/// The row work on flex as fused, threaded CPU kernels (`kernels::cpu`), for f32.
+struct CpuRows;
+
+/// Target ids as host integers.
+fn host_targets(targets: IntTensor<Flex>) -> Vec<i64> {
+    targets
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .expect("integer targets")
+}
+
+impl RowOps<Flex> for CpuRows {
+    fn pick(&self, logits: FloatTensor<Flex>, targets: IntTensor<Flex>) -> FloatTensor<Flex> {
+        let picked = cpu::rows_pick(&logits, &host_targets(targets));
+        let rows = picked.len();
+        FlexTensor::from_data(TensorData::new(picked, [rows]))
+    }
+
+    fn logit_grad(
+        &self,
+        logits: FloatTensor<Flex>,
+        targets: IntTensor<Flex>,
+        grad: FloatTensor<Flex>,
+    ) -> FloatTensor<Flex> {
+        let grad = grad
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 gradient");
+        cpu::rows_logit_grad(logits, &host_targets(targets), &grad)
+    }
+}
+
+fn flex_row_ops(hidden: &FloatTensor<Flex>) -> &'static dyn RowOps<Flex> {
+    if hidden.dtype() == DType::F32 {
+        &CpuRows
+    } else {
+        &PlainRows
+    }
+}
+
 /// Implements both traits for `$backend`, with `$rows(&hidden)` choosing the row work.
 macro_rules! impl_ops {
     ($backend:ty, $rows:expr) => {
@@ -264,7 +308,7 @@ macro_rules! impl_ops {
     };
 }
 
-impl_ops!(Flex, |_: &FloatTensor<Flex>| &PlainRows);
+impl_ops!(Flex, flex_row_ops);
 impl_ops!(NdArray, |_: &FloatTensor<NdArray>| &PlainRows);
 impl_ops!(CubeBackend, super::wgsl::row_ops);
 

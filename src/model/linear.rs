@@ -72,8 +72,10 @@ impl Linear {
                 } else {
                     x
                 };
-                let update = linear(linear(x, lora.a.val(), None), lora.b.val(), None);
-                base + update * lora.scale
+                // The scale goes on B ([r, d_out]), not on the [rows, d_out] update: one pass
+                // fewer over the activations, forward and backward.
+                let scaled_b = lora.b.val() * lora.scale;
+                base + linear(linear(x, lora.a.val(), None), scaled_b, None)
             }
             _ => base,
         }
