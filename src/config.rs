@@ -181,7 +181,8 @@ config_struct! {
     save_steps: usize = 0,
     /// Evaluate every N steps (0 = only at the end).
     eval_steps: usize = 0,
-    /// Log a metrics line every N steps.
+    /// Log a metrics line every N steps (the mean over those steps; read from the device only
+    /// then).
     logging_steps: usize = 1,
 }
 
