@@ -7,7 +7,7 @@ use crate::data::{PairBatch, TokenizedPair, make_batch};
 use crate::logprobs::sequence_logps;
 use crate::lora;
 use crate::loss::{LossParams, PairLogps};
-use crate::metrics::PairStats;
+use crate::metrics::{DeviceStats, PairStats};
 use crate::model::CausalLm;
 
 /// Splits `[2B]` log-probs into (chosen `[B]`, rejected `[B]`).
@@ -42,7 +42,7 @@ pub fn reference_logps(model: &mut CausalLm, batch: &PairBatch) -> Tensor<1> {
     logps
 }
 
-/// Evaluates every pair (in order) in batches of `batch_size`.
+/// Evaluates every pair (in order) in batches of `batch_size`, reading the results back once.
 pub fn evaluate(
     model: &mut CausalLm,
     pairs: &[TokenizedPair],
@@ -51,16 +51,16 @@ pub fn evaluate(
     pad_id: u32,
     device: &Device,
 ) -> PairStats {
-    let mut stats = PairStats::default();
+    let mut batches = Vec::new();
     for chunk in pairs.chunks(batch_size.max(1)) {
         let refs: Vec<&TokenizedPair> = chunk.iter().collect();
         let batch = make_batch(&refs, pad_id, device);
         let policy = sequence_logps(model, &batch).detach();
         let reference = reference_logps(model, &batch);
-        stats.extend(PairStats::from_batch(
+        batches.push(DeviceStats::new(
             params,
             &pair_logps(policy, reference, &batch),
         ));
     }
-    stats
+    PairStats::read(batches)
 }

@@ -2,6 +2,7 @@
 //! once per logged step.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use burn::prelude::*;
 
@@ -53,11 +54,6 @@ impl DeviceStats {
 }
 
 impl PairStats {
-    /// Reads losses, rewards and log-probs of a batch back to the host (one sync).
-    pub fn from_batch(params: &LossParams, logps: &PairLogps) -> Self {
-        Self::read(vec![DeviceStats::new(params, logps)])
-    }
-
     /// Reads the statistics of several batches back to the host in one read.
     pub fn read(batches: Vec<DeviceStats>) -> Self {
         if batches.is_empty() {
@@ -123,5 +119,148 @@ impl PairStats {
             ("logps/chosen".to_string(), mean(&self.policy_chosen)),
             ("logps/rejected".to_string(), mean(&self.policy_rejected)),
         ])
+    }
+}
+
+/// The pending side of training's metrics: batch statistics and gradient norms not yet read from
+/// the device, and the steps the next metrics line averages.
+#[derive(Debug)]
+pub struct MetricsWindow {
+    pending_stats: Vec<DeviceStats>,
+    pending_norms: Vec<Tensor<1>>,
+    first_unread_step: usize,
+    stats: PairStats,
+    norms: Vec<f64>,
+    tokens: usize,
+    started: Instant,
+}
+
+impl MetricsWindow {
+    /// An empty window whose first step is `first_step` (1-based).
+    pub fn new(first_step: usize) -> Self {
+        Self {
+            pending_stats: Vec::new(),
+            pending_norms: Vec::new(),
+            first_unread_step: first_step,
+            stats: PairStats::default(),
+            norms: Vec::new(),
+            tokens: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records a micro-batch of `tokens` tokens (no host read).
+    pub fn add_batch(&mut self, params: &LossParams, logps: &PairLogps, tokens: usize) {
+        self.pending_stats.push(DeviceStats::new(params, logps));
+        self.tokens += tokens;
+    }
+
+    /// Records a step's gradient norm `[1]` (no host read).
+    pub fn add_norm(&mut self, norm: Tensor<1>) {
+        self.pending_norms.push(norm);
+    }
+
+    /// Reads everything pending back in one go, through step `done`. Fails, naming the steps, when
+    /// a loss or a gradient norm is not finite.
+    pub fn read(&mut self, done: usize) -> Result<(), String> {
+        let stats = PairStats::read(std::mem::take(&mut self.pending_stats));
+        let norms = if self.pending_norms.is_empty() {
+            Vec::new()
+        } else {
+            host_values(Tensor::cat(std::mem::take(&mut self.pending_norms), 0))
+        };
+        let steps = if self.first_unread_step == done {
+            format!("step {done}")
+        } else {
+            format!("steps {}–{done}", self.first_unread_step)
+        };
+        self.first_unread_step = done + 1;
+        if stats.loss.iter().any(|l| !l.is_finite()) {
+            return Err(format!(
+                "non-finite loss at {steps}; stopping (lower the learning rate?)"
+            ));
+        }
+        if norms.iter().any(|n| !n.is_finite()) {
+            return Err(format!("non-finite gradient norm at {steps}; stopping"));
+        }
+        self.stats.extend(stats);
+        self.norms.extend(norms);
+        Ok(())
+    }
+
+    /// The metrics of the steps read since the last line, under TRL's names (means over their
+    /// pairs, the last step's `grad_norm` as transformers' Trainer logs it, `tokens_per_second`);
+    /// starts the next window.
+    pub fn take_line(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        let mut line = metrics_line(&std::mem::take(&mut self.stats), "");
+        let grad_norm = self.norms.last().copied().unwrap_or(0.0);
+        line.insert("grad_norm".into(), serde_json::json!(grad_norm));
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        line.insert(
+            "tokens_per_second".into(),
+            serde_json::json!(self.tokens as f64 / seconds),
+        );
+        self.norms.clear();
+        self.tokens = 0;
+        self.started = Instant::now();
+        line
+    }
+}
+
+/// `stats`' summary as a JSON object, every name prefixed with `prefix`.
+pub fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
+    stats
+        .summary()
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), serde_json::json!(v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::LossKind;
+
+    fn logps(policy_chosen: f32, device: &Device) -> PairLogps {
+        let t = |v: f32| Tensor::<1>::from_floats([v], device);
+        PairLogps {
+            policy_chosen: t(policy_chosen),
+            policy_rejected: t(-4.0),
+            reference_chosen: t(-2.0),
+            reference_rejected: t(-4.0),
+            chosen_len: t(3.0),
+            rejected_len: t(3.0),
+        }
+    }
+
+    #[test]
+    fn a_window_averages_its_steps_and_names_the_steps_of_a_non_finite_loss() {
+        let device = Device::flex();
+        let params = LossParams {
+            kind: LossKind::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            dpop_lambda: 0.0,
+            sft_weight: 0.0,
+        };
+        let mut window = MetricsWindow::new(1);
+        // Step 1: Δw = 0; step 2: Δw = 1 (rewards 0 and 0.1).
+        window.add_batch(&params, &logps(-2.0, &device), 10);
+        window.add_norm(Tensor::from_floats([3.0], &device));
+        window.add_batch(&params, &logps(-1.0, &device), 10);
+        window.add_norm(Tensor::from_floats([5.0], &device));
+        window.read(2).unwrap();
+        let line = window.take_line();
+        let get = |k: &str| line[k].as_f64().unwrap();
+        assert!((get("rewards/chosen") - 0.05).abs() < 1e-6);
+        assert!((get("logps/chosen") + 1.5).abs() < 1e-6);
+        assert_eq!(get("rewards/accuracies"), 0.5); // a margin of 0 is not a win
+        assert_eq!(get("grad_norm"), 5.0); // the last step's, as transformers logs it
+        assert!(get("tokens_per_second") > 0.0);
+
+        window.add_batch(&params, &logps(f32::NAN, &device), 10);
+        window.add_batch(&params, &logps(-2.0, &device), 10);
+        let err = window.read(4).unwrap_err();
+        assert!(err.contains("non-finite loss at steps 3–4"), "{err}");
     }
 }

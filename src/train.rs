@@ -5,7 +5,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::prelude::*;
 
@@ -18,7 +17,7 @@ use crate::eval::{evaluate, pair_logps, reference_logps};
 use crate::logprobs::sequence_logps;
 use crate::lora::{self, LoraSettings};
 use crate::loss::{LossParams, pair_losses};
-use crate::metrics::{DeviceStats, PairStats, host_values};
+use crate::metrics::{MetricsWindow, metrics_line};
 use crate::model::CausalLm;
 use crate::optim::{
     AdamW, AdamWParams, LoraGrads, accumulate, clip, global_norm, learning_rate, lora_grads,
@@ -63,17 +62,6 @@ fn group_by_length(order: &mut [usize], pairs: &[TokenizedPair], batch_size: usi
     for window in order.chunks_mut(50 * batch_size.max(1)) {
         window.sort_by_key(|&i| std::cmp::Reverse(pairs[i].num_tokens()));
     }
-}
-
-pub(crate) fn metrics_line(
-    stats: &PairStats,
-    prefix: &str,
-) -> serde_json::Map<String, serde_json::Value> {
-    stats
-        .summary()
-        .into_iter()
-        .map(|(k, v)| (format!("{prefix}{k}"), serde_json::json!(v)))
-        .collect()
 }
 
 /// A progress bar on stderr when it is a terminal (plain log lines otherwise).
@@ -252,14 +240,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
     }
     // Statistics and gradient norms stay on the device until a step that logs, evaluates or
     // saves; one read then brings back everything since the last one (no per-step host sync).
-    let mut pending_stats: Vec<DeviceStats> = Vec::new();
-    let mut pending_norms: Vec<Tensor<1>> = Vec::new();
-    // What the next metrics line averages: the steps since the last logged one.
-    let mut window = PairStats::default();
-    let mut window_norms: Vec<f64> = Vec::new();
-    let mut window_tokens = 0usize;
-    let mut window_started = Instant::now();
-    let mut first_unread_step = start_step + 1;
+    let mut window = MetricsWindow::new(start_step + 1);
     for step in start_step..total_steps {
         let lr = learning_rate(
             config.learning_rate,
@@ -278,7 +259,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         for idx in &micro_batches {
             let chunk: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
             let batch = make_batch(&chunk, pad, &device);
-            window_tokens += batch.num_tokens;
             let reference = match &precomputed {
                 // Same layout as the forward batch: the B chosen, then the B rejected.
                 Some(cache) => {
@@ -294,13 +274,13 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             let logps = pair_logps(sequence_logps(&model, &batch), reference, &batch);
             // Sum over the step's pairs / their count: accumulation equals one large batch.
             let loss = pair_losses(&params, &logps).sum() / step_pairs as f64;
-            pending_stats.push(DeviceStats::new(&params, &logps));
+            window.add_batch(&params, &logps, batch.num_tokens);
             let backward = loss.backward();
             accumulate(&mut grads, lora_grads(&mut model, &backward));
         }
         if let Some(norm) = global_norm(&grads) {
             clip(&mut grads, &norm, config.max_grad_norm);
-            pending_norms.push(norm);
+            window.add_norm(norm);
         }
         optimizer.step(&mut model, &grads, lr, &adam);
 
@@ -310,51 +290,18 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         let save_now = config.save_steps > 0 && done % config.save_steps == 0 && done < total_steps;
         let log_now = done % config.logging_steps.max(1) == 0 || done == total_steps || eval_now;
         if log_now || save_now {
-            let stats = PairStats::read(std::mem::take(&mut pending_stats));
-            let norms = if pending_norms.is_empty() {
-                Vec::new()
-            } else {
-                host_values(Tensor::cat(std::mem::take(&mut pending_norms), 0))
-            };
-            let steps = if first_unread_step == done {
-                format!("step {done}")
-            } else {
-                format!("steps {first_unread_step}–{done}")
-            };
-            first_unread_step = done + 1;
-            if stats.loss.iter().any(|l| !l.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "non-finite loss at {steps}; stopping (lower the learning rate?); {}",
-                    last_checkpoint(&output)
-                )));
-            }
-            if norms.iter().any(|n| !n.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "non-finite gradient norm at {steps}; stopping; {}",
-                    last_checkpoint(&output)
-                )));
-            }
-            window.extend(stats);
-            window_norms.extend(norms);
+            window
+                .read(done)
+                .map_err(|e| Error::Invalid(format!("{e}; {}", last_checkpoint(&output))))?;
         }
         if log_now {
-            let mut line = metrics_line(&std::mem::take(&mut window), "");
+            let mut line = window.take_line();
             line.insert("step".into(), serde_json::json!(done));
             line.insert(
                 "epoch".into(),
                 serde_json::json!(done as f64 / steps_per_epoch as f64),
             );
-            // As transformers' Trainer: the last step's norm; the rest is the window's mean.
-            let grad_norm = window_norms.last().copied().unwrap_or(0.0);
-            window_norms.clear();
-            line.insert("grad_norm".into(), serde_json::json!(grad_norm));
             line.insert("learning_rate".into(), serde_json::json!(lr));
-            line.insert(
-                "tokens_per_second".into(),
-                serde_json::json!(
-                    window_tokens as f64 / window_started.elapsed().as_secs_f64().max(1e-9)
-                ),
-            );
             if eval_now {
                 let eval_stats = evaluate(
                     &mut model,
@@ -385,8 +332,6 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
                 None => eprintln!("step {done}/{total_steps}  {msg}"),
             }
             last_log = line;
-            window_tokens = 0;
-            window_started = Instant::now();
         }
         if save_now {
             let state = checkpoint::CheckpointState {
