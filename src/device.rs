@@ -198,6 +198,16 @@ fn init_wgpu(adapter: &Adapter) -> Result<SelectedDevice> {
     })
 }
 
+/// For the unit tests that compare backends: a wgpu device, or `None` after printing why the
+/// wgpu half of the test is skipped (no adapter here).
+#[cfg(test)]
+pub(crate) fn wgpu_or_skip() -> Option<Device> {
+    select(DeviceChoice::Wgpu)
+        .map(|selected| selected.device)
+        .map_err(|e| eprintln!("skipping the wgpu check: {e}"))
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,14 +219,11 @@ mod tests {
             assert!(!is_cube(&device));
             assert_eq!(bucketed_len(70, &device), 70);
         }
-        match select(DeviceChoice::Wgpu) {
-            Ok(selected) => {
-                for device in [selected.device.clone(), selected.device.autodiff()] {
-                    assert!(is_cube(&device));
-                    assert_eq!(bucketed_len(70, &device), 128);
-                }
+        if let Some(gpu) = wgpu_or_skip() {
+            for device in [gpu.clone(), gpu.autodiff()] {
+                assert!(is_cube(&device));
+                assert_eq!(bucketed_len(70, &device), 128);
             }
-            Err(e) => eprintln!("skipping the wgpu half: {e}"),
         }
     }
 }

@@ -168,12 +168,12 @@ mod tests {
 
     #[test]
     fn f16_weight_matmul_matches_cast_then_matmul_on_wgpu() {
-        match crate::device::select(crate::device::DeviceChoice::Wgpu) {
-            Ok(selected) if selected.device.supports_dtype(FloatDType::F16) => {
-                check(&selected.device, FloatDType::F16)
+        match crate::device::wgpu_or_skip() {
+            Some(device) if device.supports_dtype(FloatDType::F16) => {
+                check(&device, FloatDType::F16)
             }
-            Ok(_) => eprintln!("skipping the wgpu check: the adapter has no f16 support"),
-            Err(e) => eprintln!("skipping the wgpu check: {e}"),
+            Some(_) => eprintln!("skipping the wgpu check: the adapter has no f16 support"),
+            None => {}
         }
     }
 }

@@ -441,9 +441,8 @@ mod tests {
 
     #[test]
     fn fused_matches_plain_on_wgpu() {
-        match crate::device::select(crate::device::DeviceChoice::Wgpu) {
-            Ok(selected) => check_against_plain(&selected.device),
-            Err(e) => eprintln!("skipping the wgpu check: {e}"),
+        if let Some(device) = crate::device::wgpu_or_skip() {
+            check_against_plain(&device);
         }
     }
 }
