@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
 const TASK: usize = 1 << 15;
 
-/// `eˣ` within ≈ 2 ulp for |x| ≤ 87: `2ᵏ · p(r)` with `x = k·ln2 + r`, |r| ≤ ln2/2, and a degree-7
+/// `eˣ` within 4e-7 relative (a few ulp) for |x| ≤ 87: `2ᵏ · p(r)` with `x = k·ln2 + r`, |r| ≤ ln2/2, and a degree-7
 /// Taylor polynomial. Below −87 it is exactly 0 (masked attention scores must not leave
 /// denormals, which slow every later multiply down by orders of magnitude); above 88 it is clamped,
 /// so it never overflows; NaN stays NaN. Branch-free, so loops over it vectorise.
@@ -301,13 +301,17 @@ pub fn rows_pick(logits: &FlexTensor, targets: &[i64]) -> Vec<f32> {
         .collect()
 }
 
-/// `g·(onehot(target) − softmax(row))` for each row of `logits` `[rows, V]`, in place when the
-/// logits are not shared.
+/// `g·(onehot(target) − softmax(row))` for each row of `logits` `[rows, V]`, written over the
+/// logits themselves when nothing else holds them (the backward's freshly recomputed chunk).
 pub fn rows_logit_grad(logits: FlexTensor, targets: &[i64], grad: &[f32]) -> FlexTensor {
-    let width = logits.shape()[1];
-    let shape = logits.shape();
-    let mut data: Vec<f32> = values(&logits).into_owned();
-    drop(logits);
+    let [rows, width] = [logits.shape()[0], logits.shape()[1]];
+    let mut logits = if logits.is_contiguous() && logits.layout().start_offset() == 0 {
+        logits
+    } else {
+        logits.to_contiguous()
+    };
+    // Copy-on-write: a copy only if the logits are shared.
+    let data = &mut logits.storage_mut::<f32>()[..rows * width];
     data.par_chunks_mut(width)
         .zip(targets.par_iter().zip(grad.par_iter()))
         .for_each(|(row, (&t, &g))| {
@@ -315,7 +319,7 @@ pub fn rows_logit_grad(logits: FlexTensor, targets: &[i64], grad: &[f32]) -> Fle
             row_neg_scaled_softmax(row, max, lse, g);
             row[t as usize] += g;
         });
-    FlexTensor::from_data(TensorData::new(data, shape))
+    logits
 }
 
 #[cfg(test)]
