@@ -1,8 +1,9 @@
-//! The storage precision of the frozen base weights during LoRA training: half precision where the
-//! device supports it (bf16 on the CPU, f16 on GPUs with `SHADER_F16`), or f32 throughout.
+//! The storage precision of the frozen base weights during LoRA training and evaluation: by default
+//! a half-precision checkpoint keeps its own precision where the device has it (bf16 on the CPU;
+//! f16 on GPUs with `SHADER_F16`, as WGSL has no bf16), or f32 throughout.
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
-//! each matmul casts its weight to f32 on the fly (`kernels::half_weight`). The embeddings (and the
+//! each matmul widens its weight to f32 on the fly (`kernels::half_weight`). The embeddings (and the
 //! LM head tied to them) stay f32: the fused log-prob op reads the whole head per chunk.
 
 use burn::module::Param;
