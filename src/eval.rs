@@ -6,7 +6,7 @@ use burn::prelude::*;
 use crate::data::{PairBatch, TokenizedPair, make_batch};
 use crate::logprobs::sequence_logps;
 use crate::lora;
-use crate::loss::{LossParams, PairLogps};
+use crate::loss::{LossParams, PairLogps, pair_losses};
 use crate::metrics::{DeviceStats, PairStats};
 use crate::model::CausalLm;
 
@@ -57,9 +57,11 @@ pub fn evaluate(
         let batch = make_batch(&refs, pad_id, device);
         let policy = sequence_logps(model, &batch).detach();
         let reference = reference_logps(model, &batch);
+        let logps = pair_logps(policy, reference, &batch);
         batches.push(DeviceStats::new(
             params,
-            &pair_logps(policy, reference, &batch),
+            &logps,
+            pair_losses(params, &logps),
         ));
     }
     PairStats::read(batches)

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use crate::loss::{LossParams, PairLogps, pair_losses, rewards};
+use crate::loss::{LossParams, PairLogps, rewards};
 
 /// Per-pair values read back from the device.
 #[derive(Debug, Clone, Default)]
@@ -35,12 +35,13 @@ pub fn host_values(t: Tensor<1>) -> Vec<f64> {
 pub struct DeviceStats(Tensor<2>);
 
 impl DeviceStats {
-    /// The batch's losses, rewards and log-probs (detached), without a host read.
-    pub fn new(params: &LossParams, logps: &PairLogps) -> Self {
+    /// The batch's per-pair `losses` (as `pair_losses` gave them), rewards and log-probs, all
+    /// detached, without a host read.
+    pub fn new(params: &LossParams, logps: &PairLogps, losses: Tensor<1>) -> Self {
         let (rc, rr) = rewards(params.beta, logps);
         Self(Tensor::stack(
             vec![
-                pair_losses(params, logps).detach(),
+                losses.detach(),
                 rc,
                 rr,
                 logps.policy_chosen.clone().detach(),
@@ -149,9 +150,16 @@ impl MetricsWindow {
         }
     }
 
-    /// Records a micro-batch of `tokens` tokens (no host read).
-    pub fn add_batch(&mut self, params: &LossParams, logps: &PairLogps, tokens: usize) {
-        self.pending_stats.push(DeviceStats::new(params, logps));
+    /// Records a micro-batch of `tokens` tokens and its per-pair `losses` (no host read).
+    pub fn add_batch(
+        &mut self,
+        params: &LossParams,
+        logps: &PairLogps,
+        losses: Tensor<1>,
+        tokens: usize,
+    ) {
+        self.pending_stats
+            .push(DeviceStats::new(params, logps, losses));
         self.tokens += tokens;
     }
 
@@ -219,7 +227,7 @@ pub fn metrics_line(stats: &PairStats, prefix: &str) -> serde_json::Map<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::LossKind;
+    use crate::loss::{LossKind, pair_losses};
 
     fn logps(policy_chosen: f32, device: &Device) -> PairLogps {
         let t = |v: f32| Tensor::<1>::from_floats([v], device);
@@ -243,11 +251,15 @@ mod tests {
             dpop_lambda: 0.0,
             sft_weight: 0.0,
         };
+        let add = |window: &mut MetricsWindow, policy_chosen: f32| {
+            let batch = logps(policy_chosen, &device);
+            window.add_batch(&params, &batch, pair_losses(&params, &batch), 10);
+        };
         let mut window = MetricsWindow::new(1);
         // Step 1: Δw = 0; step 2: Δw = 1 (rewards 0 and 0.1).
-        window.add_batch(&params, &logps(-2.0, &device), 10);
+        add(&mut window, -2.0);
         window.add_norm(Tensor::from_floats([3.0], &device));
-        window.add_batch(&params, &logps(-1.0, &device), 10);
+        add(&mut window, -1.0);
         window.add_norm(Tensor::from_floats([5.0], &device));
         window.read(2).unwrap();
         let line = window.take_line();
@@ -258,8 +270,8 @@ mod tests {
         assert_eq!(get("grad_norm"), 5.0); // the last step's, as transformers logs it
         assert!(get("tokens_per_second") > 0.0);
 
-        window.add_batch(&params, &logps(f32::NAN, &device), 10);
-        window.add_batch(&params, &logps(-2.0, &device), 10);
+        add(&mut window, f32::NAN);
+        add(&mut window, -2.0);
         let err = window.read(4).unwrap_err();
         assert!(err.contains("non-finite loss at steps 3–4"), "{err}");
     }

@@ -272,9 +272,10 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
                 None => reference_logps(&mut model, &batch),
             };
             let logps = pair_logps(sequence_logps(&model, &batch), reference, &batch);
+            let losses = pair_losses(&params, &logps);
+            window.add_batch(&params, &logps, losses.clone(), batch.num_tokens);
             // Sum over the step's pairs / their count: accumulation equals one large batch.
-            let loss = pair_losses(&params, &logps).sum() / step_pairs as f64;
-            window.add_batch(&params, &logps, batch.num_tokens);
+            let loss = losses.sum() / step_pairs as f64;
             let backward = loss.backward();
             accumulate(&mut grads, lora_grads(&mut model, &backward));
         }

@@ -244,12 +244,17 @@ pub fn map3(a: &FlexTensor, b: &FlexTensor, c: &FlexTensor, f: Kernel3) -> FlexT
     tensor(out, a)
 }
 
+/// Elements per parallel task for row kernels: about `TASK`, in whole rows of `width`.
+fn whole_rows(width: usize) -> usize {
+    (TASK / width.max(1)).max(1) * width
+}
+
 /// Softmax over the last dimension.
 pub fn softmax(x: &FlexTensor) -> FlexTensor {
     let width = *x.shape().last().expect("at least one dimension");
     let xv = values(x);
     let mut out = vec![0.0f32; xv.len()];
-    let rows_per_task = (TASK / width.max(1)).max(1) * width;
+    let rows_per_task = whole_rows(width);
     out.par_chunks_mut(rows_per_task)
         .zip(xv.par_chunks(rows_per_task))
         .for_each(|(o, x)| softmax_rows(x, o, width));
@@ -278,7 +283,7 @@ pub fn softmax_grad(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let width = *y.shape().last().expect("at least one dimension");
     let (yv, gv) = (values(y), values(grad));
     let mut out = vec![0.0f32; yv.len()];
-    let rows_per_task = (TASK / width.max(1)).max(1) * width;
+    let rows_per_task = whole_rows(width);
     out.par_chunks_mut(rows_per_task)
         .zip(
             yv.par_chunks(rows_per_task)
