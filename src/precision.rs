@@ -3,7 +3,7 @@
 //! f16 on GPUs with `SHADER_F16`, as WGSL has no bf16), or f32 throughout.
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
-//! each matmul widens its weight to f32 on the fly (`kernels::half_weight`). The embeddings (and the
+//! each matmul widens its weight to f32 on the fly (`kernels::projection`). The embeddings (and the
 //! LM head tied to them) stay f32: the fused log-prob op reads the whole head per chunk.
 
 use burn::module::Param;

@@ -3,17 +3,19 @@
 //!   whole `[positions, vocab]` logits, forward or backward), with WGSL kernels for the row-wise
 //!   part on wgpu and fused CPU kernels on flex;
 //! - SwiGLU and the attention softmax as single operations that keep less for the backward;
-//! - the matmul by a frozen weight stored in half precision.
+//! - the projections: the matmul by a frozen weight (f32 or stored in half precision) and the LoRA
+//!   projection as one op, through `gemm` directly on flex.
 //!
 //! Other backends (ndarray, and whatever lacks a kernel) run the same operations as plain tensor
 //! ops.
 
 pub mod activations;
 mod cpu;
-pub mod half_weight;
+mod cpu_matmul;
 pub mod linear_logprobs;
+pub mod projection;
 mod wgsl;
 
 pub use activations::{softmax_last, swiglu};
-pub use half_weight::half_weight_matmul;
 pub use linear_logprobs::linear_logprobs;
+pub use projection::{frozen_matmul, lora_matmul};

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::linear;
 
-use crate::kernels::half_weight_matmul;
+use crate::kernels::{frozen_matmul, lora_matmul};
 
 /// A low-rank update `s · (x · A) · B` on top of a frozen projection.
 #[derive(Module, Debug)]
@@ -48,36 +48,67 @@ impl Linear {
     }
 
     /// `[..., d_in]` → `[..., d_out]`.
+    ///
+    /// The leading dims are folded into rows first, so every product is one 2-D matmul: Burn
+    /// would otherwise keep `[batch, seq, d_in]` as a batched product whenever `seq` fills its row
+    /// tiles, and flex then packs the weight once per sequence and runs each sequence's product
+    /// on one thread.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = self.forward_rows(x.reshape([rows, d_in]));
+        dims[D - 1] = y.dims()[1];
+        y.reshape(dims)
+    }
+
+    /// `[rows, d_in]` → `[rows, d_out]`.
+    fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
         let weight = self.weight.val();
-        let base = if weight.dtype() == x.dtype() {
-            linear(x.clone(), weight, self.bias.as_ref().map(Param::val))
-        } else {
-            // A frozen weight stored in half precision (`precision::store_frozen_weights`).
-            let y = half_weight_matmul(x.clone(), weight);
-            match &self.bias {
-                Some(bias) => y + bias.val().unsqueeze(),
-                None => y,
-            }
-        };
-        match &self.lora {
-            Some(lora) if lora.enabled => {
-                let x = if lora.dropout > 0.0 && x.is_autodiff() {
-                    let keep = Tensor::<D>::random(
-                        x.shape(),
-                        Distribution::Bernoulli(1.0 - lora.dropout),
-                        &x.device(),
-                    );
-                    x * keep / (1.0 - lora.dropout)
-                } else {
-                    x
-                };
-                // The scale goes on B ([r, d_out]), not on the [rows, d_out] update: one pass
-                // fewer over the activations, forward and backward.
-                let scaled_b = lora.b.val() * lora.scale;
-                base + linear(linear(x, lora.a.val(), None), scaled_b, None)
-            }
-            _ => base,
+        let lora = self.lora.as_ref().filter(|lora| lora.enabled);
+        if weight.is_require_grad() {
+            // A trained weight (full fine-tuning): ordinary ops, which give it a gradient.
+            let base = linear(x.clone(), weight, self.bias.as_ref().map(Param::val));
+            return match lora {
+                Some(lora) => base + lora.update(x),
+                None => base,
+            };
         }
+        let y = match lora {
+            // Dropout feeds the adapter another input than the base projection.
+            Some(lora) if lora.dropout > 0.0 && x.is_autodiff() => {
+                frozen_matmul(x.clone(), weight) + lora.update(x)
+            }
+            // One op: `x·W + (x·A)·(s·B)`, the frozen weight in whatever precision it is stored.
+            Some(lora) => lora_matmul(x, weight, lora.a.val(), lora.scaled_b()),
+            None => frozen_matmul(x, weight),
+        };
+        match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        }
+    }
+}
+
+impl LoraAdapter {
+    /// `B` `[r, d_out]` times the scale: scaling the small factor instead of the `[rows, d_out]`
+    /// update saves a pass over the activations, forward and backward.
+    fn scaled_b(&self) -> Tensor<2> {
+        self.b.val() * self.scale
+    }
+
+    /// The update alone, `s · (dropout(x) · A) · B` `[rows, d_out]` (dropout only while training).
+    fn update(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = if self.dropout > 0.0 && x.is_autodiff() {
+            let keep = Tensor::<2>::random(
+                x.shape(),
+                Distribution::Bernoulli(1.0 - self.dropout),
+                &x.device(),
+            );
+            x * keep / (1.0 - self.dropout)
+        } else {
+            x
+        };
+        linear(linear(x, self.a.val(), None), self.scaled_b(), None)
     }
 }
