@@ -1,10 +1,16 @@
 //! `log softmax(h · W)[target]` for every row of `h`, `chunk` rows at a time, as one differentiable
 //! operation (Liger's fused linear cross-entropy / Cut Cross-Entropy, in spirit).
 //!
-//! The forward keeps only the `[rows]` result; the backward recomputes each chunk's logits and
-//! turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ`, so neither pass ever holds
-//! more than `[chunk, vocab]` logits. The chunking, the matmuls and the autodiff plumbing are shared;
-//! the row-wise softmax work runs in the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu, in the
+//! Neither pass ever holds more than `[chunk, vocab]` logits:
+//! - With a frozen weight (LoRA, the usual case) the gradient of each row's output is a single
+//!   direction, `∂ log p / ∂h = (onehot − softmax) · Wᵀ` `[H]`, scaled by the row's output gradient.
+//!   The forward computes it from the chunk's logits while it has them and keeps only that
+//!   `[rows, H]`; the backward is a row-wise scaling, with no second pass over the vocabulary.
+//! - With a trained weight the forward keeps only the `[rows]` result; the backward recomputes each
+//!   chunk's logits and turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ` (and
+//!   by `hᵀ` for the weight).
+//!
+//! The chunking, the matmuls and the autodiff plumbing are shared; the row-wise softmax work runs in the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu, in the
 //! fused CPU kernels of `kernels::cpu` on flex, and as plain tensor ops on ndarray.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
@@ -17,14 +23,15 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ndarray::NdArray;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{DType, IndexingUpdateOp, Slice, TensorData};
+use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Slice, TensorData};
 
-use super::cpu;
+use super::{cpu, cpu_matmul};
 
 /// The fused LM-head log-prob operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -51,6 +58,20 @@ pub trait LinearLogprobGradOps: Backend {
         grad: FloatTensor<Self>,
         chunk: usize,
     ) -> FloatTensor<Self>;
+
+    /// The forward's `log p(target)` `[rows]` together with its gradient direction
+    /// `(onehot − softmax) · Wᵀ` `[rows, H]` (for a frozen weight: the backward is then
+    /// `grad ⊙ direction`).
+    #[fusion(meta = |hidden, _weight, _targets, _chunk| (
+        TensorSpec::new(Shape::new([hidden.shape[0]]), hidden.dtype),
+        hidden.clone(),
+    ))]
+    fn linear_logprobs_with_direction(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `∂/∂weight` `[H, V]` given the output gradient (only when the weight is trained).
     #[fusion(dtype = weight, shape = weight)]
@@ -103,6 +124,11 @@ pub(crate) trait RowOps<B: Backend> {
     /// Most rows per chunk.
     fn max_rows(&self) -> usize {
         usize::MAX
+    }
+
+    /// `a · b` (the backend's own matmul unless it has a faster one).
+    fn matmul(&self, a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_matmul(a, b)
     }
 
     /// `log softmax(logits)[target]` `[c]` of a chunk: `logits` `[c, V]`, `targets` `[c]`.
@@ -168,7 +194,7 @@ fn chunk_logits<'a, B: Backend>(
 ) -> impl Iterator<Item = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, (usize, usize))> + 'a {
     chunk_ranges(hidden.shape()[0], chunk.min(rows.max_rows())).map(move |(s, e)| {
         let h = row_slice::<B>(hidden, s, e);
-        let logits = B::float_matmul(h.clone(), weight.clone());
+        let logits = rows.matmul(h.clone(), weight.clone());
         let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
         (h, logits, t, (s, e))
     })
@@ -189,6 +215,30 @@ pub(crate) fn forward<B: Backend>(
     B::float_cat(parts, 0)
 }
 
+/// The forward and the gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`, with `rows`
+/// doing the row work.
+pub(crate) fn forward_with_direction<B: Backend>(
+    rows: &dyn RowOps<B>,
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let targets = rows.prepare_targets(targets);
+    let weight_t = B::float_transpose(weight.clone()); // [V, H]
+    let (device, dtype) = (hidden.device(), FloatDType::from(hidden.dtype()));
+    let (logps, directions): (Vec<_>, Vec<_>) =
+        chunk_logits(rows, &hidden, &weight, &targets, chunk)
+            .map(|(_, logits, t, (s, e))| {
+                let picked = rows.pick(logits.clone(), t.clone());
+                let ones = B::float_ones(Shape::new([e - s]), &device, dtype);
+                let d = rows.logit_grad(logits, t, ones); // onehot − softmax, [c, V]
+                (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
+            })
+            .unzip();
+    (B::float_cat(logps, 0), B::float_cat(directions, 0))
+}
+
 /// `∂/∂hidden` `[rows, H]` with `rows` doing the row work.
 pub(crate) fn grad_hidden<B: Backend>(
     rows: &dyn RowOps<B>,
@@ -203,7 +253,7 @@ pub(crate) fn grad_hidden<B: Backend>(
     let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
         .map(|(_, logits, t, (s, e))| {
             let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
-            B::float_matmul(d, weight_t.clone()) // [c, H]
+            rows.matmul(d, weight_t.clone()) // [c, H]
         })
         .collect();
     B::float_cat(parts, 0)
@@ -222,7 +272,7 @@ pub(crate) fn grad_weight<B: Backend>(
     chunk_logits(rows, &hidden, &weight, &targets, chunk)
         .map(|(h, logits, t, (s, e))| {
             let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
-            B::float_matmul(B::float_transpose(h), d) // [H, V]
+            rows.matmul(B::float_transpose(h), d) // [H, V]
         })
         .reduce(B::float_add)
         .expect("at least one row")
@@ -241,6 +291,14 @@ fn host_targets(targets: IntTensor<Flex>) -> Vec<i64> {
 }
 
 impl RowOps<Flex> for CpuRows {
+    fn matmul(&self, a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        if cpu_matmul::all_f32_matrices(&[&a, &b]) {
+            cpu_matmul::matmul_add(&a, &b, None)
+        } else {
+            RowOps::<Flex>::matmul(&PlainRows, a, b)
+        }
+    }
+
     fn pick(&self, logits: FloatTensor<Flex>, targets: IntTensor<Flex>) -> FloatTensor<Flex> {
         let picked = cpu::rows_pick(&logits, &host_targets(targets));
         let rows = picked.len();
@@ -293,6 +351,15 @@ macro_rules! impl_ops {
                 chunk: usize,
             ) -> FloatTensor<Self> {
                 grad_hidden::<Self>($rows(&hidden), hidden, weight, targets, grad, chunk)
+            }
+
+            fn linear_logprobs_with_direction(
+                hidden: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                chunk: usize,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                forward_with_direction::<Self>($rows(&hidden), hidden, weight, targets, chunk)
             }
 
             fn linear_logprobs_grad_weight(
@@ -354,6 +421,53 @@ impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLo
             }
         }
 
+        #[derive(Debug)]
+        struct FrozenWeight;
+
+        impl<B: LinearLogprobOps + LinearLogprobGradOps> Backward<B, 1> for FrozenWeight {
+            /// The gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node); // [rows]
+                let [node] = ops.parents;
+                if let Some(node) = node {
+                    let rows = grad.shape()[0];
+                    let grad = B::float_reshape(grad, Shape::new([rows, 1]));
+                    grads.register::<B>(node.id, B::float_mul(ops.state, grad));
+                }
+            }
+        }
+
+        if !weight.is_tracked() {
+            return match FrozenWeight
+                .prepare::<C>([hidden.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (out, direction) = B::linear_logprobs_with_direction(
+                        hidden.into_primitive(),
+                        weight.into_primitive(),
+                        targets,
+                        chunk,
+                    );
+                    prep.finish(direction, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::linear_logprobs(
+                    hidden.into_primitive(),
+                    weight.into_primitive(),
+                    targets,
+                    chunk,
+                )),
+            };
+        }
+
         match Fused
             .prepare::<C>([hidden.node(), weight.node()])
             .compute_bound()
@@ -386,8 +500,14 @@ mod tests {
         err / scale.max(1e-6)
     }
 
-    /// The fused op against `log_softmax(h·W)[target]`: values and both gradients.
+    /// The fused op against `log_softmax(h·W)[target]`: values and gradients, for a trained weight
+    /// (both gradients, recomputed in the backward) and a frozen one (the forward's direction).
     pub(crate) fn check_against_plain(device: &Device) {
+        check(device, true);
+        check(device, false);
+    }
+
+    fn check(device: &Device, train_weight: bool) {
         let device = device.clone().autodiff();
         let (rows, h, v) = (13, 8, 37);
         let hidden = Tensor::<2>::random([rows, h], Distribution::Normal(0.0, 1.0), &device);
@@ -401,10 +521,11 @@ mod tests {
         );
         let coeffs = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), &device);
         let run = |fused: bool| {
-            let (hd, wt) = (
-                hidden.clone().detach().require_grad(),
-                weight.clone().detach().require_grad(),
-            );
+            let hd = hidden.clone().detach().require_grad();
+            let wt = match train_weight {
+                true => weight.clone().detach().require_grad(),
+                false => weight.clone().detach(),
+            };
             let out = if fused {
                 linear_logprobs(hd.clone(), wt.clone(), targets.clone(), 5) // chunks of 5, 5, 3
             } else {
@@ -413,11 +534,7 @@ mod tests {
                     .reshape([rows])
             };
             let grads = (out.clone() * coeffs.clone()).sum().backward();
-            (
-                out.inner(),
-                hd.grad(&grads).unwrap(),
-                wt.grad(&grads).unwrap(),
-            )
+            (out.inner(), hd.grad(&grads).unwrap(), wt.grad(&grads))
         };
         let (out_f, dh_f, dw_f) = run(true);
         let (out_p, dh_p, dw_p) = run(false);
@@ -425,8 +542,14 @@ mod tests {
         assert!(e <= 1e-5, "values: {e}");
         let e = max_rel_err(dh_f, dh_p);
         assert!(e <= 1e-5, "∂hidden: {e}");
-        let e = max_rel_err(dw_f, dw_p);
-        assert!(e <= 1e-5, "∂weight: {e}");
+        match (dw_f, dw_p) {
+            (Some(dw_f), Some(dw_p)) if train_weight => {
+                let e = max_rel_err(dw_f, dw_p);
+                assert!(e <= 1e-5, "∂weight: {e}");
+            }
+            (None, None) if !train_weight => {}
+            _ => panic!("∂weight exists only for a trained weight"),
+        }
     }
 
     #[test]
