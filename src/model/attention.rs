@@ -77,8 +77,10 @@ impl Attention {
         let total = k.dims()[2];
 
         // Fold each group's query heads into the sequence axis: [batch, kvh, g·seq, hd].
-        let q = q.reshape([batch, kvh, group * seq, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        // The 1/√d scale goes on q [.., g·seq, hd] rather than on the scores [.., g·seq, total]:
+        // fewer elements whenever total > hd, forward and backward.
+        let q = q.reshape([batch, kvh, group * seq, hd]) * (1.0 / (hd as f64).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3));
         // [batch, kvh, g·seq, total]
         let scores = scores + mask.clone().reshape([1, 1, group * seq, total]);
         let probs = softmax_last(scores);
