@@ -1,6 +1,6 @@
 //! Fused element-wise and row-wise kernels for the CPU backend (flex, f32): SwiGLU and its two
-//! gradients, the softmax and its gradient, the log-prob rows of the fused LM head, and widening
-//! bf16 weights to f32.
+//! gradients, the softmax and its gradient, RMSNorm and its gradient, the log-prob rows of the
+//! fused LM head, and widening bf16 weights to f32.
 //!
 //! Flex runs each element-wise op as its own single-threaded pass with libm's scalar `expf` (a
 //! profile of a training step put 9% of the time in `expf` alone). These kernels do each job in one
@@ -258,6 +258,61 @@ pub fn softmax(x: &FlexTensor) -> FlexTensor {
     out.par_chunks_mut(rows_per_task)
         .zip(xv.par_chunks(rows_per_task))
         .for_each(|(o, x)| softmax_rows(x, o, width));
+    tensor(out, x)
+}
+
+multiversion! {
+    /// Rows `[n, d]` of `x` normalised: `out = x · r · w`, `r = 1 / sqrt(mean(x²) + eps)`.
+    fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let r = 1.0 / (lane_sum(xr, xr, |a, b| a * b) / d as f32 + eps).sqrt();
+            for ((o, &xi), &wi) in or.iter_mut().zip(xr).zip(w) {
+                *o = xi * r * wi;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `∂x = r · (g·w − x · r² · mean(g·w·x))` row by row, `r = 1 / sqrt(mean(x²) + eps)`.
+    fn rms_norm_grad_rows(x: &[f32], w: &[f32], g: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        for ((xr, gr), or) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(out.chunks_exact_mut(d)) {
+            let r = 1.0 / (lane_sum(xr, xr, |a, b| a * b) / d as f32 + eps).sqrt();
+            for ((o, &gi), &wi) in or.iter_mut().zip(gr).zip(w) {
+                *o = gi * wi;
+            }
+            let c = r * r * r * lane_sum(or, xr, |a, b| a * b) / d as f32;
+            for (o, &xi) in or.iter_mut().zip(xr) {
+                *o = r * *o - c * xi;
+            }
+        }
+    }
+}
+
+/// RMSNorm over the last dimension of `x` with the weight `w` `[d]`.
+pub fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f32) -> FlexTensor {
+    let (xv, wv) = (values(x), values(w));
+    let mut out = vec![0.0f32; xv.len()];
+    let rows_per_task = whole_rows(wv.len());
+    out.par_chunks_mut(rows_per_task)
+        .zip(xv.par_chunks(rows_per_task))
+        .for_each(|(o, x)| rms_norm_rows(x, &wv, eps, o));
+    tensor(out, x)
+}
+
+/// RMSNorm's `∂x` given the output gradient `g` (same shape as `x`).
+pub fn rms_norm_grad(x: &FlexTensor, w: &FlexTensor, g: &FlexTensor, eps: f32) -> FlexTensor {
+    let (xv, wv, gv) = (values(x), values(w), values(g));
+    let mut out = vec![0.0f32; xv.len()];
+    let rows_per_task = whole_rows(wv.len());
+    out.par_chunks_mut(rows_per_task)
+        .zip(
+            xv.par_chunks(rows_per_task)
+                .zip(gv.par_chunks(rows_per_task)),
+        )
+        .for_each(|(o, (x, g))| rms_norm_grad_rows(x, &wv, g, eps, o));
     tensor(out, x)
 }
 

@@ -3,6 +3,8 @@
 use burn::module::Param;
 use burn::prelude::*;
 
+use crate::kernels::rms_norm;
+
 /// Root-mean-square layer norm over the last dimension.
 #[derive(Module, Debug)]
 pub struct RmsNorm {
@@ -21,8 +23,14 @@ impl RmsNorm {
 
     /// `[..., dim]` → `[..., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let weight = self.weight.val();
+        if !weight.is_require_grad() {
+            // Frozen (LoRA, inference): one fused op, one pass each way.
+            return rms_norm(x, weight, self.eps);
+        }
+        // Trained (full fine-tuning): ordinary ops, which give the weight a gradient.
         let variance = x.clone().square().mean_dim(D - 1);
         let normed = x * (variance + self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze()
+        normed * weight.unsqueeze()
     }
 }
