@@ -111,7 +111,7 @@ impl RowOps<CubeBackend> for WgslRows {
         out
     }
 
-    /// Written in place over the (recomputed) logits' buffer.
+    /// Written in place over the chunk's logits buffer (which is not used again).
     fn logit_grad(
         &self,
         logits: CubeTensor,
