@@ -9,8 +9,9 @@
 //! run time, so the portable build still uses the wide units.
 
 use burn::backend::TensorMetadata;
-use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorData};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorData};
 use rayon::prelude::*;
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
@@ -317,20 +318,39 @@ pub fn rms_norm_grad(x: &FlexTensor, w: &FlexTensor, g: &FlexTensor, eps: f32) -
 }
 
 /// A bf16 tensor widened to f32, in parallel (flex's own cast converts element by element).
+///
+/// A transposed view of a whole matrix (the frozen weight in the backward, `Wᵀ`) is widened in its
+/// stored order and transposed back as a view, not copied into the transposed layout first.
 pub fn bf16_to_f32(t: &FlexTensor) -> FlexTensor {
-    let contiguous;
-    let t = if t.as_slice::<half::bf16>().is_some() {
-        t
-    } else {
-        contiguous = t.to_contiguous();
-        &contiguous
-    };
-    let halves = t.as_slice::<half::bf16>().expect("contiguous bf16");
+    if let Some(halves) = t.as_slice::<half::bf16>() {
+        return widen_bf16(halves, t.shape());
+    }
+    let layout = t.layout();
+    let shape = t.shape();
+    let stored: &[half::bf16] = t.storage();
+    if shape.num_dims() == 2
+        && layout.start_offset() == 0
+        && layout.strides() == [1, shape[0] as isize]
+        && stored.len() == shape.num_elements()
+    {
+        let matrix = widen_bf16(stored, Shape::new([shape[1], shape[0]]));
+        return <Flex as FloatTensorOps<Flex>>::float_transpose(matrix);
+    }
+    let contiguous = t.to_contiguous();
+    widen_bf16(
+        contiguous
+            .as_slice::<half::bf16>()
+            .expect("contiguous bf16"),
+        shape,
+    )
+}
+
+fn widen_bf16(halves: &[half::bf16], shape: Shape) -> FlexTensor {
     let mut out = vec![0.0f32; halves.len()];
     out.par_chunks_mut(TASK)
         .zip(halves.par_chunks(TASK))
         .for_each(|(o, b)| bf16_bits_to_f32(b, o));
-    tensor(out, t)
+    FlexTensor::from_data(TensorData::new(out, shape))
 }
 
 /// Softmax backward over the last dimension of `y` (the softmax output) and `grad`.
@@ -411,6 +431,32 @@ mod tests {
         for i in 0..1000 {
             let s = 1.0 / (1.0 + (-gate[i]).exp());
             assert!((out[i] - gate[i] * s * up[i]).abs() <= 1e-5 * (1.0 + out[i].abs()));
+        }
+    }
+
+    /// Contiguous, transposed and sliced bf16 views widen to the same values as flex's own cast.
+    #[test]
+    fn bf16_widening_keeps_every_layout() {
+        let values: Vec<f32> = (0..35).map(|i| i as f32 * 0.25 - 4.0).collect();
+        use burn::tensor::FloatDType;
+        let cast = |t: FlexTensor, dtype| <Flex as FloatTensorOps<Flex>>::float_cast(t, dtype);
+        let halves = cast(
+            FlexTensor::from_data(TensorData::new(values, [5, 7])),
+            FloatDType::BF16,
+        );
+        let transposed = <Flex as FloatTensorOps<Flex>>::float_transpose(halves.clone());
+        let rows = <Flex as FloatTensorOps<Flex>>::float_slice(
+            halves.clone(),
+            &[
+                burn::tensor::Slice::from(1..4),
+                burn::tensor::Slice::from(..),
+            ],
+        );
+        for view in [halves, transposed, rows] {
+            let widened = bf16_to_f32(&view);
+            assert_eq!(widened.shape(), view.shape());
+            let expected = cast(view.to_contiguous(), FloatDType::F32).into_data();
+            assert_eq!(widened.to_contiguous().into_data(), expected);
         }
     }
 }
