@@ -437,8 +437,8 @@ mod tests {
     /// Contiguous, transposed and sliced bf16 views widen to the same values as flex's own cast.
     #[test]
     fn bf16_widening_keeps_every_layout() {
+        use burn::tensor::{FloatDType, Slice};
         let values: Vec<f32> = (0..35).map(|i| i as f32 * 0.25 - 4.0).collect();
-        use burn::tensor::FloatDType;
         let cast = |t: FlexTensor, dtype| <Flex as FloatTensorOps<Flex>>::float_cast(t, dtype);
         let halves = cast(
             FlexTensor::from_data(TensorData::new(values, [5, 7])),
@@ -447,10 +447,7 @@ mod tests {
         let transposed = <Flex as FloatTensorOps<Flex>>::float_transpose(halves.clone());
         let rows = <Flex as FloatTensorOps<Flex>>::float_slice(
             halves.clone(),
-            &[
-                burn::tensor::Slice::from(1..4),
-                burn::tensor::Slice::from(..),
-            ],
+            &[Slice::from(1..4), Slice::from(..)],
         );
         for view in [halves, transposed, rows] {
             let widened = bf16_to_f32(&view);
