@@ -382,8 +382,13 @@ pub fn rows_pick(logits: &FlexTensor, targets: &[i64]) -> Vec<f32> {
 }
 
 /// `g·(onehot(target) − softmax(row))` for each row of `logits` `[rows, V]`, written over the
-/// logits themselves when nothing else holds them (the backward's freshly recomputed chunk).
-pub fn rows_logit_grad(logits: FlexTensor, targets: &[i64], grad: &[f32]) -> FlexTensor {
+/// logits themselves when nothing else holds them (a chunk's freshly computed logits), together
+/// with each row's `log softmax(row)[target]`: one max and log-sum-exp per row serve both.
+pub fn rows_pick_and_logit_grad(
+    logits: FlexTensor,
+    targets: &[i64],
+    grad: &[f32],
+) -> (Vec<f32>, FlexTensor) {
     let [rows, width] = [logits.shape()[0], logits.shape()[1]];
     let mut logits = if logits.is_contiguous() && logits.layout().start_offset() == 0 {
         logits
@@ -392,14 +397,18 @@ pub fn rows_logit_grad(logits: FlexTensor, targets: &[i64], grad: &[f32]) -> Fle
     };
     // Copy-on-write: a copy only if the logits are shared.
     let data = &mut logits.storage_mut::<f32>()[..rows * width];
-    data.par_chunks_mut(width)
+    let picked = data
+        .par_chunks_mut(width)
         .zip(targets.par_iter().zip(grad.par_iter()))
-        .for_each(|(row, (&t, &g))| {
+        .map(|(row, (&t, &g))| {
             let (max, lse) = row_max_lse(row);
+            let picked = row[t as usize] - max - lse;
             row_neg_scaled_softmax(row, max, lse, g);
             row[t as usize] += g;
-        });
-    logits
+            picked
+        })
+        .collect();
+    (picked, logits)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ndarray::NdArray;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -142,6 +143,19 @@ pub(crate) trait RowOps<B: Backend> {
         targets: IntTensor<B>,
         grad: FloatTensor<B>,
     ) -> FloatTensor<B>;
+
+    /// `pick` and `onehot(target) − softmax(logits)` (`logit_grad` with `g = 1`) of one chunk.
+    fn pick_and_unit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let c = targets.shape()[0];
+        let dtype = FloatDType::from(logits.dtype());
+        let ones = B::float_ones(Shape::new([c]), &logits.device(), dtype);
+        let picked = self.pick(logits.clone(), targets.clone());
+        (picked, self.logit_grad(logits, targets, ones))
+    }
 }
 
 /// The row work as plain tensor operations, for any backend.
@@ -227,13 +241,10 @@ pub(crate) fn forward_with_direction<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let targets = rows.prepare_targets(targets);
     let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let (device, dtype) = (hidden.device(), FloatDType::from(hidden.dtype()));
     let (logps, directions): (Vec<_>, Vec<_>) =
         chunk_logits(rows, &hidden, &weight, &targets, chunk)
-            .map(|(_, logits, t, (s, e))| {
-                let picked = rows.pick(logits.clone(), t.clone());
-                let ones = B::float_ones(Shape::new([e - s]), &device, dtype);
-                let d = rows.logit_grad(logits, t, ones); // onehot − softmax, [c, V]
+            .map(|(_, logits, t, _)| {
+                let (picked, d) = rows.pick_and_unit_grad(logits, t); // [c], onehot − softmax [c, V]
                 (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
             })
             .unzip();
@@ -296,7 +307,7 @@ impl RowOps<Flex> for CpuRows {
         if cpu_matmul::all_f32_matrices(&[&a, &b]) {
             cpu_matmul::matmul_add(&a, &b, None)
         } else {
-            RowOps::<Flex>::matmul(&PlainRows, a, b)
+            Flex::float_matmul(a, b)
         }
     }
 
@@ -317,7 +328,20 @@ impl RowOps<Flex> for CpuRows {
             .convert::<f32>()
             .into_vec::<f32>()
             .expect("f32 gradient");
-        cpu::rows_logit_grad(logits, &host_targets(targets), &grad)
+        cpu::rows_pick_and_logit_grad(logits, &host_targets(targets), &grad).1
+    }
+
+    /// One pass per row for both, with the targets read back once.
+    fn pick_and_unit_grad(
+        &self,
+        logits: FloatTensor<Flex>,
+        targets: IntTensor<Flex>,
+    ) -> (FloatTensor<Flex>, FloatTensor<Flex>) {
+        let targets = host_targets(targets);
+        let ones = vec![1.0; targets.len()];
+        let (picked, d) = cpu::rows_pick_and_logit_grad(logits, &targets, &ones);
+        let rows = picked.len();
+        (FlexTensor::from_data(TensorData::new(picked, [rows])), d)
     }
 }
 

@@ -22,6 +22,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::Flex;
 use burn::backend::ndarray::NdArray;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -103,7 +104,7 @@ impl ProjectionOps for Flex {
         if cpu_matmul::all_f32_matrices(&[&x, &weight]) {
             cpu_matmul::matmul_add(&x, &weight, None)
         } else {
-            plain_matmul::<Self>(x, weight)
+            Self::float_matmul(x, weight)
         }
     }
 
@@ -117,17 +118,9 @@ impl ProjectionOps for Flex {
         if cpu_matmul::all_f32_matrices(&[&x, &weight, &u, &v]) {
             cpu_matmul::matmul_add(&x, &weight, Some((&u, &v)))
         } else {
-            add::<Self>(plain_matmul::<Self>(x, weight), plain_matmul::<Self>(u, v))
+            Self::float_add(Self::float_matmul(x, weight), Self::float_matmul(u, v))
         }
     }
-}
-
-fn plain_matmul<B: Backend>(x: FloatTensor<B>, y: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(x, y)
-}
-
-fn add<B: Backend>(x: FloatTensor<B>, y: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_add(x, y)
 }
 
 /// A flex weight in `x`'s dtype: bf16 → f32 by the parallel kernel, anything else by flex's cast.
