@@ -208,6 +208,33 @@ pub(crate) fn wgpu_or_skip() -> Option<Device> {
         .ok()
 }
 
+/// Three tests that run `$check(&device)` on flex, ndarray and wgpu (the last skipped, with a
+/// printed reason, when no adapter exists).
+#[cfg(test)]
+macro_rules! on_every_backend {
+    ($check:path => $flex:ident, $ndarray:ident, $wgpu:ident) => {
+        #[test]
+        fn $flex() {
+            $check(&burn::prelude::Device::flex());
+        }
+
+        #[test]
+        fn $ndarray() {
+            $check(&burn::prelude::Device::ndarray());
+        }
+
+        #[test]
+        fn $wgpu() {
+            if let Some(device) = $crate::device::wgpu_or_skip() {
+                $check(&device);
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+pub(crate) use on_every_backend;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,16 +8,36 @@ mod common;
 use std::path::PathBuf;
 
 use burn::prelude::*;
+use minordpo::data::TokenizedPair;
 use minordpo::data::{load_preferences, tokenize_rows};
-use minordpo::eval::evaluate;
-use minordpo::lora::{self, LoraSettings};
-use minordpo::loss::{LossKind, LossParams};
+use minordpo::dpo::eval::{EvalSettings, evaluate};
+use minordpo::dpo::loss::{LossKind, LossParams};
+use minordpo::dpo::metrics::PairStats;
 use minordpo::model::CausalLm;
-use minordpo::precision::{self, FrozenPrecision};
+use minordpo::model::lora::{self, LoraSettings};
+use minordpo::model::precision::{self, FrozenPrecision};
 use minordpo::tokenizer::Tokenizer;
 use serde_json::Value;
 
 use common::model_dir;
+
+/// Evaluates `pairs` in batches of `batch_size` with `kind`, the LM head fused in chunks of
+/// `chunk` positions (0 = whole logits).
+fn eval_pairs(
+    model: &CausalLm,
+    pairs: &[TokenizedPair],
+    kind: LossKind,
+    batch_size: usize,
+    chunk: usize,
+) -> PairStats {
+    let settings = EvalSettings {
+        params: params(kind),
+        batch_size,
+        pad_id: 0,
+        logprob_chunk: chunk,
+    };
+    evaluate(model, pairs, &settings, &Device::flex())
+}
 
 fn dpo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo")
@@ -86,8 +106,7 @@ fn check(model_name: &str, data: &str) {
     // The plain path (whole logits) and the fused, chunked LM head (chunks of 4 positions, so
     // every sequence spans several chunks) must both match TRL.
     for (chunk, (kind, name)) in [0, 4].into_iter().flat_map(|c| KINDS.map(|k| (c, k))) {
-        model.logprob_chunk = chunk;
-        let stats = evaluate(&mut model, &pairs, &params(kind), 3, 0, &device);
+        let stats = eval_pairs(&model, &pairs, kind, 3, chunk);
         for (i, ex) in examples.iter().enumerate() {
             let close = |got: f64, key: &str, tol: f64| {
                 let want = ex[key].as_f64().unwrap();
@@ -153,24 +172,12 @@ fn bf16_frozen_weights_stay_close_to_trl() {
     let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
     let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
     let device = Device::flex();
-    let mut model = CausalLm::load(&dir, &device).unwrap();
+    let f32_bytes = precision::projection_weight_bytes(&CausalLm::load(&dir, &device).unwrap());
+    let (mut model, dtype) = CausalLm::load_frozen(&dir, &device, FrozenPrecision::Bf16).unwrap();
+    assert_eq!(precision::dtype_name(dtype), "bf16");
     lora::load_peft(&mut model, &dpo_dir().join("qwen2_adapter"), &device).unwrap();
-    let f32_bytes = precision::projection_weight_bytes(&mut model);
-    let dtype = FrozenPrecision::Bf16.resolve(&device, None).unwrap();
-    precision::store_frozen_weights(&mut model, dtype);
-    assert_eq!(
-        2 * precision::projection_weight_bytes(&mut model),
-        f32_bytes
-    );
-    model.logprob_chunk = 4;
-    let stats = evaluate(
-        &mut model,
-        &pairs,
-        &params(LossKind::MinorDpo),
-        3,
-        0,
-        &device,
-    );
+    assert_eq!(2 * precision::projection_weight_bytes(&model), f32_bytes);
+    let stats = eval_pairs(&model, &pairs, LossKind::MinorDpo, 3, 4);
     let mut worst = 0.0f64;
     for (i, ex) in expected["examples"].as_array().unwrap().iter().enumerate() {
         for (got, key) in [
@@ -195,7 +202,7 @@ fn peft_adapter_round_trips_bit_exactly() {
     let src = dpo_dir().join("qwen2_adapter");
     let settings = lora::load_peft(&mut model, &src, &device).unwrap();
     let out = tempfile::tempdir().unwrap();
-    lora::save_peft(&mut model, &settings, "qwen2", out.path()).unwrap();
+    lora::save_peft(&model, &settings, "qwen2", out.path()).unwrap();
     let read = |p: PathBuf| std::fs::read(p).unwrap();
     let a = read(src.join("adapter_model.safetensors"));
     let b = read(out.path().join("adapter_model.safetensors"));
@@ -241,14 +248,7 @@ fn fresh_adapters_give_exactly_ln2() {
     let tokenizer = Tokenizer::load(&dir).unwrap();
     let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
     let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
-    let stats = evaluate(
-        &mut model,
-        &pairs,
-        &params(LossKind::Sigmoid),
-        2,
-        0,
-        &device,
-    );
+    let stats = eval_pairs(&model, &pairs, LossKind::Sigmoid, 2, 0);
     for loss in &stats.loss {
         assert_eq!(*loss as f32, std::f32::consts::LN_2);
     }
@@ -299,4 +299,105 @@ fn merged_model_matches_base_plus_adapter() {
             .fold(0.0f32, f32::max);
         assert!(f64::from(max) <= tolerance, "{name}: max |Δlogit| {max}");
     }
+}
+
+/// Each unsupported PEFT option is reported under its own field name.
+#[test]
+fn unsupported_peft_options_name_their_field() {
+    let device = Device::flex();
+    let src = dpo_dir().join("qwen2_adapter");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    for (field, value) in [
+        ("rank_pattern", serde_json::json!({"q_proj": 2})),
+        ("alpha_pattern", serde_json::json!({"q_proj": 2.0})),
+        ("use_dora", serde_json::json!(true)),
+        ("fan_in_fan_out", serde_json::json!(true)),
+        ("bias", serde_json::json!("all")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut changed = config.clone();
+        changed[field] = value;
+        std::fs::write(dir.path().join("adapter_config.json"), changed.to_string()).unwrap();
+        std::fs::copy(
+            src.join("adapter_model.safetensors"),
+            dir.path().join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        let mut model = CausalLm::load(&model_dir("qwen2"), &device).unwrap();
+        let err = lora::load_peft(&mut model, dir.path(), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+    }
+}
+
+/// Saving an adapter replaces the directory whole (written aside, then renamed): nothing of an
+/// older adapter survives next to the new files.
+#[test]
+fn saving_an_adapter_replaces_the_directory_whole() {
+    let device = Device::flex();
+    let mut model = CausalLm::load(&model_dir("qwen2"), &device).unwrap();
+    let settings = lora::load_peft(&mut model, &dpo_dir().join("qwen2_adapter"), &device).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("adapter");
+    lora::save_peft(&model, &settings, "qwen2", &dir).unwrap();
+    std::fs::write(dir.join("stale.bin"), b"from an older run").unwrap();
+    lora::save_peft(&model, &settings, "qwen2", &dir).unwrap();
+    assert!(!dir.join("stale.bin").exists());
+    assert!(dir.join("adapter_model.safetensors").is_file());
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["adapter".to_string()],
+        "no temporary directories are left"
+    );
+}
+
+/// Evaluation inside a training run (an autodiff device, adapters with dropout) runs on the
+/// inference view: no dropout, so two evaluations agree exactly and equal the evaluation of the
+/// same weights without autodiff.
+#[test]
+fn evaluation_applies_no_lora_dropout() {
+    let dir = model_dir("llama3");
+    let tokenizer = Tokenizer::load(&dir).unwrap();
+    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
+    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let device = Device::flex().autodiff();
+    let mut model = CausalLm::load(&dir, &device).unwrap();
+    let settings = LoraSettings {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.5,
+        targets: lora::DEFAULT_TARGETS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        use_rslora: false,
+    };
+    lora::attach(&mut model, &settings, 3, &device);
+    // A nonzero B, so that dropout on the adapter input would change the outputs.
+    for (_, linear) in model.projections_mut() {
+        let lora = linear.lora.as_mut().unwrap();
+        let b = lora.b.val().ones_like() * 0.05;
+        lora.b = burn::module::Param::from_tensor(b);
+    }
+    let settings = EvalSettings {
+        params: params(LossKind::Sigmoid),
+        batch_size: 2,
+        pad_id: 0,
+        logprob_chunk: 0,
+    };
+    let first = evaluate(&model, &pairs, &settings, &device);
+    let second = evaluate(&model, &pairs, &settings, &device);
+    assert_eq!(first.policy_chosen, second.policy_chosen);
+    assert_eq!(first.loss, second.loss);
+    assert_ne!(
+        first.policy_chosen, first.reference_chosen,
+        "the adapter is on"
+    );
 }

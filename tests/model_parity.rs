@@ -5,9 +5,9 @@
 mod common;
 
 use burn::prelude::*;
+use minordpo::generate::sampling::Sampling;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
 use minordpo::model::CausalLm;
-use minordpo::sampling::Sampling;
 use minordpo::tokenizer::Tokenizer;
 
 use common::{MODELS, expected_json, expected_tensor, model_dir};

@@ -89,7 +89,7 @@ fn lora_sft_learns_and_writes_a_peft_adapter() {
         &burn::prelude::Device::flex(),
     )
     .unwrap();
-    minordpo::lora::load_peft(&mut model, &adapter, &burn::prelude::Device::flex()).unwrap();
+    minordpo::model::lora::load_peft(&mut model, &adapter, &burn::prelude::Device::flex()).unwrap();
     let line: Value = serde_json::from_str(
         std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
@@ -128,7 +128,8 @@ fn full_sft_learns_and_writes_a_whole_model() {
     );
     let l = losses(&out);
     assert!(l[19] < 0.5 * l[0], "loss {} → {}", l[0], l[19]);
-    for dir in [out.join("model"), out.join("checkpoint-10")] {
+    // The checkpoint holds the whole model beside its optimizer state.
+    for dir in [out.join("model"), out.join("checkpoint-10/model")] {
         for file in ["config.json", "model.safetensors", "tokenizer.json"] {
             assert!(dir.join(file).is_file(), "{}/{file}", dir.display());
         }
@@ -321,14 +322,15 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
 
     // train on the built-in task with this demo's base model and pairs
     let train_out = tmp.path().join("train");
+    let builtin = format!("builtin:{config}");
     let (stdout, stderr) = run(&[
         "--device",
         "cpu",
         "train",
-        "--builtin-task",
-        "true",
-        "--builtin-task-config",
-        config,
+        "--model",
+        &builtin,
+        "--data",
+        &builtin,
         "--max-steps",
         "2",
         "--batch-size",

@@ -398,6 +398,32 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
     );
 }
 
+/// The last step writes a checkpoint, as transformers' Trainer does, so a finished run continues
+/// with `--resume` and a larger `max_steps`.
+#[test]
+fn a_finished_run_continues_with_a_larger_max_steps() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["--learning-rate", "1e-3", "--batch-size", "2"];
+    train(out.path(), &[&args[..], &["--max-steps", "3"]].concat());
+    assert!(out.path().join("checkpoint-3/state.json").is_file());
+    let output = train(
+        out.path(),
+        &[&args[..], &["--max-steps", "5", "--resume"]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    let steps: Vec<u64> = metrics(out.path())
+        .iter()
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5]);
+    assert!(
+        out.path()
+            .join("checkpoint-5/adapter/adapter_model.safetensors")
+            .is_file()
+    );
+}
+
 #[test]
 fn precomputed_reference_matches_the_live_reference_and_is_cached() {
     let (cached, live) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -438,11 +464,11 @@ fn shipped_configs_parse() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().is_some_and(|n| n == "demo.ron") {
-            minordpo::config::read_ron::<minordpo::demo::DemoConfig>(&path)
+            minordpo::io::read_ron::<minordpo::demo::DemoConfig>(&path)
                 .and_then(|demo| demo.validate())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         } else if path.extension().is_some_and(|e| e == "ron") {
-            minordpo::config::TrainConfig::from_ron_file(&path)
+            minordpo::dpo::TrainConfig::from_ron_file(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             count += 1;
         }
@@ -473,9 +499,21 @@ fn configuration_doc_lists_every_field() {
             );
         }
     };
-    let names = |fields: &[(&str, &str)]| fields.iter().map(|(f, _)| f.to_string()).collect();
-    check("## `train`", names(minordpo::config::FIELDS));
-    check("## `sft`", names(minordpo::sft::SFT_FIELDS));
+    // The shared training fields in their own section, each command's own fields in its section.
+    let shared = minordpo::train::settings::SHARED_FIELDS;
+    let own = |fields: &[(&str, &str)]| {
+        fields
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .filter(|f| !shared.contains(&f.as_str()))
+            .collect()
+    };
+    check(
+        "## Shared by `train` and `sft`",
+        shared.iter().map(|f| f.to_string()).collect(),
+    );
+    check("## `train`", own(minordpo::dpo::FIELDS));
+    check("## `sft`", own(minordpo::sft::SFT_FIELDS));
     // The demo config's fields, nested ones as `section.field`.
     let demo = serde_json::to_value(minordpo::demo::DemoConfig::embedded()).unwrap();
     let mut fields = Vec::new();

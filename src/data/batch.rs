@@ -37,9 +37,42 @@ pub fn bucketed_len(len: usize, device: &Device) -> usize {
     }
 }
 
+impl PairBatch {
+    /// Splits a per-row tensor `[2B]` into (chosen `[B]`, rejected `[B]`). With [`make_batch`]
+    /// and [`PairBatch::join_rows`] this is where the layout (the B chosen rows, then the B
+    /// rejected rows) lives.
+    pub fn split_rows(&self, rows: Tensor<1>) -> (Tensor<1>, Tensor<1>) {
+        (
+            rows.clone().narrow(0, 0, self.pairs),
+            rows.narrow(0, self.pairs, self.pairs),
+        )
+    }
+
+    /// A per-row tensor `[2B]` from per-pair `(chosen, rejected)` values.
+    pub fn join_rows(values: &[(f64, f64)], device: &Device) -> Tensor<1> {
+        let rows: Vec<f32> = values
+            .iter()
+            .map(|v| v.0 as f32)
+            .chain(values.iter().map(|v| v.1 as f32))
+            .collect();
+        Tensor::from_data(TensorData::new(rows, [2 * values.len()]), device)
+    }
+
+    /// The batch on the device without autodiff (for the inference view of a model).
+    pub fn without_autodiff(&self) -> Self {
+        Self {
+            tokens: self.tokens.clone().without_autodiff(),
+            completion_mask: self.completion_mask.clone().without_autodiff(),
+            completion_len: self.completion_len.clone().without_autodiff(),
+            ..*self
+        }
+    }
+}
+
 /// Builds a batch padded to its longest row with `pad_id` (rounded up to a bucket on GPUs).
 pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> PairBatch {
     let b = pairs.len();
+    // The chosen rows first, then the rejected ones (see `PairBatch::split_rows`).
     let seqs: Vec<(&[u32], &[u32])> = pairs
         .iter()
         .map(|p| (p.prompt.as_slice(), p.chosen.as_slice()))

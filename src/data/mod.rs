@@ -4,7 +4,7 @@ pub mod batch;
 pub mod load;
 pub mod tokenize;
 
-pub use batch::{PairBatch, make_batch};
+pub use batch::{PairBatch, bucketed_len, make_batch};
 pub use load::{LoadedRows, PreferenceRow, Text, load_preferences};
 pub use tokenize::{TokenizedPair, tokenize_rows};
 

@@ -1,32 +1,46 @@
-//! `train` on the built-in task (`builtin_task: true`, what `configs/default.ron` sets): an empty
-//! `model`/`data` becomes the demo's base model and on-policy pairs (built and cached when
-//! missing), and after training the adapter is scored and the next steps are printed.
+//! `train` on the built-in task (`model`/`data: "builtin:arithmetic"`, what `configs/default.ron`
+//! sets): the `train` command swaps them for the demo's base model and on-policy pairs (built and
+//! cached when missing) before training, and after it scores the adapter and prints the next
+//! steps. Training itself never sees the demo.
 
 use std::path::Path;
 
 use super::{DemoConfig, eval_problems, prepare, solve};
-use crate::config::TrainConfig;
 use crate::device;
+use crate::dpo::config::TrainConfig;
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
-/// Fills in `model`/`data` from the demo named by `builtin_task_config` (default: the embedded
-/// `configs/demo.ron`), building what is missing; returns that demo config.
-pub fn fill_in(config: &mut TrainConfig) -> Result<DemoConfig> {
-    let demo = match &config.builtin_task_config {
-        Some(path) => crate::config::read_ron(path)?,
-        None => DemoConfig::embedded(),
+/// The prefix of a `model` / `data` value that names the built-in task.
+pub const PREFIX: &str = "builtin:";
+
+/// The demo config a `builtin:…` value names: `builtin:arithmetic` the embedded
+/// `configs/demo.ron`, `builtin:FILE.ron` that file; `None` for any other value.
+fn named_demo(value: &Path) -> Option<Result<DemoConfig>> {
+    let rest = value.to_str()?.strip_prefix(PREFIX)?;
+    Some(if rest == "arithmetic" {
+        Ok(DemoConfig::embedded())
+    } else {
+        crate::io::read_ron(Path::new(rest))
+    })
+}
+
+/// Replaces a `builtin:…` `model` or `data` with the demo's base model or on-policy pairs
+/// (built and cached when missing); returns the demo config, or `None` when neither names the
+/// built-in task.
+pub fn fill_in(config: &mut TrainConfig) -> Result<Option<DemoConfig>> {
+    let named = named_demo(&config.model).or_else(|| named_demo(&config.data));
+    let Some(demo) = named.transpose()? else {
+        return Ok(None);
     };
-    if config.model.as_os_str().is_empty() || config.data.as_os_str().is_empty() {
-        let prepared = prepare(&demo, config.device)?;
-        if config.model.as_os_str().is_empty() {
-            config.model = prepared.base;
-        }
-        if config.data.as_os_str().is_empty() {
-            config.data = prepared.pairs;
-        }
+    let prepared = prepare(&demo, config.device)?;
+    if named_demo(&config.model).is_some() {
+        config.model = prepared.base;
     }
-    Ok(demo)
+    if named_demo(&config.data).is_some() {
+        config.data = prepared.pairs;
+    }
+    Ok(Some(demo))
 }
 
 /// Greedy test accuracy before and after the adapter in `output/adapter`, where everything is,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::loss::LossKind;
+use crate::dpo::loss::LossKind;
 use crate::model::init::LlamaShape;
 
 /// The committed demo config, compiled in so the demo and `train`'s default need no files.
@@ -87,7 +87,7 @@ impl DemoConfig {
                 "demo config field `{field}`: {message}"
             )))
         };
-        let max = crate::task::MAX_QUESTIONS;
+        let max = crate::demo::task::MAX_QUESTIONS;
         if self.train_questions + self.test_questions > max {
             return bad(
                 "train_questions",
@@ -151,7 +151,6 @@ impl DemoConfig {
 
     /// The embedded `configs/demo.ron`.
     pub fn embedded() -> Self {
-        crate::config::parse_ron(EMBEDDED, "configs/demo.ron")
-            .expect("the embedded demo config parses")
+        crate::io::parse_ron(EMBEDDED, "configs/demo.ron").expect("the embedded demo config parses")
     }
 }

@@ -8,8 +8,10 @@
 
 pub mod builtin;
 pub mod config;
+pub mod plot;
 pub mod report;
 pub mod solve;
+pub mod task;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,13 +20,14 @@ use burn::prelude::*;
 
 pub use config::DemoConfig;
 
-use crate::config::TrainConfig;
 use crate::device::{self, DeviceChoice};
+use crate::dpo::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::io::write_file;
 use crate::model::init::write_random_model;
 use crate::sft::{SftConfig, SftMethod};
-use crate::task::{self, Problem, tokenizer::train_tokenizer};
 use crate::tokenizer::Tokenizer;
+use task::{Problem, tokenizer::train_tokenizer};
 
 /// Outputs of the shared steps.
 #[derive(Debug, Clone)]
@@ -37,13 +40,6 @@ pub struct Prepared {
     pub base_accuracy: f64,
     /// Stamp of the pairs step (later steps chain on it).
     pub stamp: String,
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 /// Runs `build` unless `stamp_path` already holds `stamp` (then the step's outputs are reused).
@@ -65,7 +61,7 @@ fn cached(
     eprintln!("[{name}] building…");
     let _ = std::fs::remove_file(stamp_path);
     build()?;
-    write(stamp_path, stamp)?;
+    write_file(stamp_path, stamp)?;
     eprintln!("[{name}] done in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -92,16 +88,16 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
         let rows = |ps: &[Problem], f: &dyn Fn(&Problem) -> serde_json::Value| -> String {
             ps.iter().map(|p| format!("{}\n", f(p))).collect()
         };
-        write(
+        write_file(
             &data_dir.join("sft.jsonl"),
-            &rows(&train, &|p| {
+            rows(&train, &|p| {
                 serde_json::json!({"messages": [
             {"role": "user", "content": p.question}, {"role": "assistant", "content": p.worked_answer()}]})
             }),
         )?;
-        write(
+        write_file(
             &data_dir.join("test.jsonl"),
-            &rows(&test, &|p| {
+            rows(&test, &|p| {
                 serde_json::json!({
             "question": p.question, "answer": p.result(), "worked_answer": p.worked_answer()})
             }),
@@ -161,7 +157,7 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
                 logging_steps: 25,
                 ..SftConfig::default()
             };
-            crate::sft::sft(&sft).map(|_| ())
+            crate::sft::sft(&sft, None).map(|_| ())
         },
     )?;
 
@@ -191,9 +187,9 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
                 config.max_answer_tokens,
                 &device,
             )?;
-            write(
+            write_file(
                 &accuracy_path,
-                &serde_json::json!({"accuracy": acc}).to_string(),
+                serde_json::json!({"accuracy": acc}).to_string(),
             )
         },
     )?;
@@ -234,7 +230,7 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
             pairs.len() - sampled
         );
         let text: String = pairs.iter().map(|p| format!("{}\n", p.to_json())).collect();
-        write(&pairs_path, &text)
+        write_file(&pairs_path, &text)
     })?;
     Ok(Prepared {
         base,
@@ -251,13 +247,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 
 /// The short name of a run: `dpo-lr0.0002`, `minordpo-lr0.003`.
 pub fn run_name(spec: &config::RunSpec) -> String {
-    let loss = match spec.loss {
-        crate::loss::LossKind::Sigmoid => "dpo",
-        crate::loss::LossKind::MinorDpo => "minordpo",
-        crate::loss::LossKind::Dpop => "dpop",
-        crate::loss::LossKind::Ipo => "ipo",
-        crate::loss::LossKind::Hinge => "hinge",
-    };
+    let loss = spec.loss.name().to_lowercase();
     format!("{loss}-lr{}", spec.learning_rate)
 }
 
@@ -350,7 +340,7 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
         let stamp = chain(
             &prepared.stamp,
             serde_json::json!({
-                "run": crate::config::to_ron(&settings),
+                "run": crate::io::to_ron(&settings),
                 "eval_questions": config.eval_questions,
                 "max_answer_tokens": config.max_answer_tokens,
             }),
@@ -361,9 +351,9 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
             &config.output.join("runs").join(format!("{name}.stamp")),
             &stamp,
             || {
-                crate::train::train(&run, None)?;
+                crate::dpo::train(&run, None)?;
                 let curve = accuracy_curve(config, &prepared, &run, &device)?;
-                write(&curve_path, &serde_json::to_string(&curve).expect("json"))
+                write_file(&curve_path, serde_json::to_string(&curve).expect("json"))
             },
         )?;
         let curve: Vec<(usize, f64)> = serde_json::from_value(read_json(&curve_path)?)

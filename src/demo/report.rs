@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use super::Prepared;
 use super::config::{DemoConfig, RunSpec};
-use super::{Prepared, write};
-use crate::config::TrainConfig;
+use crate::demo::plot::{PALETTE, Series, line_chart};
+use crate::dpo::config::TrainConfig;
+use crate::dpo::loss::LossKind;
 use crate::error::{Error, Result};
-use crate::loss::LossKind;
-use crate::plot::{PALETTE, Series, line_chart};
+use crate::io::write_file;
 
 /// One finished comparison run.
 #[derive(Debug, Clone)]
@@ -75,14 +76,7 @@ impl RunResult {
     }
 
     fn label(&self) -> String {
-        let loss = match self.spec.loss {
-            LossKind::Sigmoid => "DPO",
-            LossKind::MinorDpo => "MinorDPO",
-            LossKind::Dpop => "DPOP",
-            LossKind::Ipo => "IPO",
-            LossKind::Hinge => "hinge",
-        };
-        format!("{loss}, lr {}", self.spec.learning_rate)
+        format!("{}, lr {}", self.spec.loss, self.spec.learning_rate)
     }
 
     /// Change of the held-out chosen and rejected log-probs from start to end (nats).
@@ -234,9 +228,9 @@ pub fn write_report(
             },
         ];
         let file = format!("logps-{}.svg", file_name(&r.name));
-        write(
+        write_file(
             &out.join(&file),
-            &line_chart(
+            line_chart(
                 &format!("Held-out log-probs: {}", r.label()),
                 "step",
                 "mean log π(y|x) (nats)",
@@ -261,9 +255,9 @@ pub fn write_report(
             .collect()
     };
     let margins = all(&|r| r.eval.iter().map(|e| (e.0 as f64, e.3)).collect());
-    write(
+    write_file(
         &out.join("margins.svg"),
-        &line_chart(
+        line_chart(
             "Held-out reward margin β(Δw − Δl)",
             "step",
             "margin",
@@ -272,9 +266,9 @@ pub fn write_report(
     )?;
     plots.push(("Reward margins".into(), "margins.svg".into()));
     let chosen = all(&|r| r.eval.iter().map(|e| (e.0 as f64, e.1)).collect());
-    write(
+    write_file(
         &out.join("chosen.svg"),
-        &line_chart("Held-out log π(chosen), all runs", "step", "nats", &chosen),
+        line_chart("Held-out log π(chosen), all runs", "step", "nats", &chosen),
     )?;
     plots.push(("Chosen log-probs, all runs".into(), "chosen.svg".into()));
     let accuracy = all(&|r| {
@@ -283,9 +277,9 @@ pub fn write_report(
             .map(|&(s, a)| (s as f64, 100.0 * a))
             .collect()
     });
-    write(
+    write_file(
         &out.join("accuracy.svg"),
-        &line_chart("Greedy test accuracy", "step", "% correct", &accuracy),
+        line_chart("Greedy test accuracy", "step", "% correct", &accuracy),
     )?;
     plots.push(("Greedy test accuracy".into(), "accuracy.svg".into()));
 
@@ -329,7 +323,7 @@ pub fn write_report(
         md.push_str(&format!("### {title}\n\n![{title}]({file})\n\n"));
     }
     let path = out.join("report.md");
-    write(&path, &md)?;
+    write_file(&path, &md)?;
     Ok((path, table))
 }
 

@@ -6,12 +6,12 @@ use std::path::Path;
 use burn::prelude::*;
 
 use super::config::PairSampling;
-use crate::batch_generate::{BatchRequest, generate_batch};
+use crate::demo::task::{Problem, is_correct};
 use crate::error::Result;
-use crate::lora;
+use crate::generate::batch::{BatchRequest, generate_batch};
+use crate::generate::sampling::Sampling;
 use crate::model::CausalLm;
-use crate::sampling::Sampling;
-use crate::task::{Problem, is_correct};
+use crate::model::lora;
 use crate::tokenizer::{Message, Tokenizer};
 
 const MAX_BATCH: usize = 64;

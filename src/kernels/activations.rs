@@ -333,20 +333,5 @@ mod tests {
         assert!(e <= 1e-5, "softmax ∂x: {e}");
     }
 
-    #[test]
-    fn lean_ops_match_decomposed_on_flex() {
-        check_against_decomposed(&Device::flex());
-    }
-
-    #[test]
-    fn lean_ops_match_decomposed_on_ndarray() {
-        check_against_decomposed(&Device::ndarray());
-    }
-
-    #[test]
-    fn lean_ops_match_decomposed_on_wgpu() {
-        if let Some(device) = crate::device::wgpu_or_skip() {
-            check_against_decomposed(&device);
-        }
-    }
+    crate::device::on_every_backend!(check_against_decomposed => lean_ops_match_decomposed_on_flex, lean_ops_match_decomposed_on_ndarray, lean_ops_match_decomposed_on_wgpu);
 }

@@ -200,7 +200,7 @@ multiversion! {
 }
 
 /// The f32 contents of a flex tensor (copied only when it is not contiguous).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
@@ -366,49 +366,6 @@ pub fn softmax_grad(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
         )
         .for_each(|(o, (y, g))| softmax_grad_rows(y, g, o, width));
     tensor(out, y)
-}
-
-/// `log softmax(row)[target]` for each row of `logits` `[rows, V]` (`targets` `[rows]`).
-pub fn rows_pick(logits: &FlexTensor, targets: &[i64]) -> Vec<f32> {
-    let width = logits.shape()[1];
-    let v = values(logits);
-    v.par_chunks(width)
-        .zip(targets.par_iter())
-        .map(|(row, &t)| {
-            let (max, lse) = row_max_lse(row);
-            row[t as usize] - max - lse
-        })
-        .collect()
-}
-
-/// `g·(onehot(target) − softmax(row))` for each row of `logits` `[rows, V]`, written over the
-/// logits themselves when nothing else holds them (a chunk's freshly computed logits), together
-/// with each row's `log softmax(row)[target]`: one max and log-sum-exp per row serve both.
-pub fn rows_pick_and_logit_grad(
-    logits: FlexTensor,
-    targets: &[i64],
-    grad: &[f32],
-) -> (Vec<f32>, FlexTensor) {
-    let [rows, width] = [logits.shape()[0], logits.shape()[1]];
-    let mut logits = if logits.is_contiguous() && logits.layout().start_offset() == 0 {
-        logits
-    } else {
-        logits.to_contiguous()
-    };
-    // Copy-on-write: a copy only if the logits are shared.
-    let data = &mut logits.storage_mut::<f32>()[..rows * width];
-    let picked = data
-        .par_chunks_mut(width)
-        .zip(targets.par_iter().zip(grad.par_iter()))
-        .map(|(row, (&t, &g))| {
-            let (max, lse) = row_max_lse(row);
-            let picked = row[t as usize] - max - lse;
-            row_neg_scaled_softmax(row, max, lse, g);
-            row[t as usize] += g;
-            picked
-        })
-        .collect();
-    (picked, logits)
 }
 
 #[cfg(test)]

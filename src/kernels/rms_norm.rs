@@ -189,20 +189,5 @@ mod tests {
         close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
     }
 
-    #[test]
-    fn rms_norm_matches_plain_ops_on_flex() {
-        check(&Device::flex());
-    }
-
-    #[test]
-    fn rms_norm_matches_plain_ops_on_ndarray() {
-        check(&Device::ndarray());
-    }
-
-    #[test]
-    fn rms_norm_matches_plain_ops_on_wgpu() {
-        if let Some(device) = crate::device::wgpu_or_skip() {
-            check(&device);
-        }
-    }
+    crate::device::on_every_backend!(check => rms_norm_matches_plain_ops_on_flex, rms_norm_matches_plain_ops_on_ndarray, rms_norm_matches_plain_ops_on_wgpu);
 }

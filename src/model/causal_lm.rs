@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::embedding;
+use burn::tensor::{DType, FloatDType};
 
 use super::attention::{Attention, LayerCache, causal_mask};
 use super::block::Block;
@@ -14,6 +15,7 @@ use super::config::ModelConfig;
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use super::precision::{FrozenPrecision, float_dtype};
 use super::rope::Rope;
 use crate::error::Result;
 
@@ -37,33 +39,49 @@ pub struct CausalLm {
     pub rope: Rope,
     #[module(skip)]
     pub config: ModelConfig,
-    /// How training computes log-probs: positions per fused LM-head chunk (0 = the plain path,
-    /// whole logits at once). An execution choice, not a weight.
-    #[module(skip)]
-    pub logprob_chunk: usize,
 }
 
 impl CausalLm {
     /// Loads `DIR/config.json` and its safetensors weights onto `device` (in f32).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config = ModelConfig::from_dir(dir)?;
-        let mut ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &mut ckpt, device).and_then(|model| {
-            ckpt.finish()?;
-            Ok(model)
-        })
+        Ok(Self::load_frozen(dir, device, FrozenPrecision::F32)?.0)
     }
 
-    /// A model of `config` with random weights (uniform, std 0.02; unit norms, zero biases): a
-    /// real model's shape without its download, for benchmarks.
-    pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
-        Self::from_checkpoint(config, &mut super::init::RandomWeights::new(seed), device)
+    /// Loads a model whose frozen decoder projections are stored as `precision` says (resolved
+    /// against the checkpoint's own storage precision), each converted as it is read: the whole
+    /// model never exists in f32 on the device. Returns the model and the projections' dtype.
+    pub fn load_frozen(
+        dir: &Path,
+        device: &Device,
+        precision: FrozenPrecision,
+    ) -> Result<(Self, FloatDType)> {
+        let config = ModelConfig::from_dir(dir)?;
+        let mut ckpt = Checkpoint::open(dir)?;
+        let stored = ckpt.storage_dtype().and_then(float_dtype);
+        let frozen = precision.resolve(device, stored)?;
+        let model = Self::from_checkpoint(config, &mut ckpt, device, frozen)?;
+        ckpt.finish()?;
+        Ok((model, frozen))
+    }
+
+    /// A model of `config` with random weights (uniform, std 0.02; unit norms, zero biases) and
+    /// its projections stored in `frozen`: a real model's shape without its download, for
+    /// benchmarks.
+    pub fn random(
+        config: ModelConfig,
+        seed: u64,
+        device: &Device,
+        frozen: FloatDType,
+    ) -> Result<Self> {
+        let mut weights = super::init::RandomWeights::new(seed);
+        Self::from_checkpoint(config, &mut weights, device, frozen)
     }
 
     fn from_checkpoint(
         config: ModelConfig,
         ckpt: &mut dyn WeightSource,
         device: &Device,
+        frozen: FloatDType,
     ) -> Result<Self> {
         let c = &config;
         let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
@@ -100,12 +118,12 @@ impl CausalLm {
                 (None, None)
             };
             let mut attn = |name: &str, d_in, d_out, bias| {
+                let shape = LinearShape { d_in, d_out, bias };
                 load_linear(
                     ckpt,
                     &format!("{p}.self_attn.{name}"),
-                    d_in,
-                    d_out,
-                    bias,
+                    shape,
+                    frozen,
                     device,
                 )
             };
@@ -121,14 +139,12 @@ impl CausalLm {
                 head_dim: hd,
             };
             let mut mlp = |name: &str, d_in, d_out| {
-                load_linear(
-                    ckpt,
-                    &format!("{p}.mlp.{name}"),
+                let shape = LinearShape {
                     d_in,
                     d_out,
-                    c.mlp_bias,
-                    device,
-                )
+                    bias: c.mlp_bias,
+                };
+                load_linear(ckpt, &format!("{p}.mlp.{name}"), shape, frozen, device)
             };
             let mlp = Mlp {
                 gate_proj: mlp("gate_proj", h, c.intermediate_size)?,
@@ -154,12 +170,17 @@ impl CausalLm {
             ckpt.ignore("lm_head.weight");
             None
         } else {
+            // The head stays f32: the fused log-prob op reads it whole per chunk.
+            let shape = LinearShape {
+                d_in: h,
+                d_out: c.vocab_size,
+                bias: false,
+            };
             Some(load_linear(
                 ckpt,
                 "lm_head",
-                h,
-                c.vocab_size,
-                false,
+                shape,
+                FloatDType::F32,
                 device,
             )?)
         };
@@ -171,27 +192,7 @@ impl CausalLm {
             lm_head,
             rope,
             config,
-            logprob_chunk: 0,
         })
-    }
-
-    /// Every projection inside the decoder layers with its Hugging Face module path
-    /// (`model.layers.N.self_attn.q_proj`, …), in checkpoint order. The LM head is not included.
-    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::with_capacity(self.layers.len() * 7);
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            let attn = &mut layer.self_attn;
-            let mlp = &mut layer.mlp;
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.self_attn.q_proj"), &mut attn.q_proj));
-            out.push((format!("{p}.self_attn.k_proj"), &mut attn.k_proj));
-            out.push((format!("{p}.self_attn.v_proj"), &mut attn.v_proj));
-            out.push((format!("{p}.self_attn.o_proj"), &mut attn.o_proj));
-            out.push((format!("{p}.mlp.gate_proj"), &mut mlp.gate_proj));
-            out.push((format!("{p}.mlp.up_proj"), &mut mlp.up_proj));
-            out.push((format!("{p}.mlp.down_proj"), &mut mlp.down_proj));
-        }
-        out
     }
 
     /// Final hidden states `[batch, seq, hidden]` for `tokens` `[batch, seq]`, continuing `cache`
@@ -248,17 +249,28 @@ impl CausalLm {
     }
 }
 
-/// `PREFIX.weight` (PyTorch `[d_out, d_in]`, transposed) and, with `bias`, `PREFIX.bias`.
-fn load_linear(
-    ckpt: &mut dyn WeightSource,
-    prefix: &str,
+/// The shape of a projection to load.
+struct LinearShape {
     d_in: usize,
     d_out: usize,
     bias: bool,
+}
+
+/// `PREFIX.weight` (PyTorch `[d_out, d_in]`, transposed; stored as `frozen`) and, with a bias,
+/// `PREFIX.bias` (f32).
+fn load_linear(
+    ckpt: &mut dyn WeightSource,
+    prefix: &str,
+    shape: LinearShape,
+    frozen: FloatDType,
     device: &Device,
 ) -> Result<Linear> {
+    let LinearShape { d_in, d_out, bias } = shape;
     let w = ckpt.take_transposed(&format!("{prefix}.weight"), d_out, d_in)?;
-    let w = Tensor::from_data(TensorData::new(w, [d_in, d_out]), device);
+    let w = Tensor::from_data(
+        TensorData::new(w, [d_in, d_out]),
+        (device, DType::from(frozen)),
+    );
     let b = if bias {
         let v = ckpt.take(&format!("{prefix}.bias"), &[d_out])?;
         Some(Tensor::from_data(TensorData::new(v, [d_out]), device))

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::save::{EncodedTensor, encode, write_safetensors};
 use crate::error::{Error, Result};
-use crate::sampling::Rng;
+use crate::io::Rng;
 
 /// The shape of a Llama-architecture model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,9 +181,8 @@ pub fn write_random_model(
         &[("format", "pt".into())],
     )?;
     let write_json = |name: &str, value: serde_json::Value| {
-        let path = dir.join(name);
         let text = serde_json::to_string_pretty(&value).expect("json");
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+        crate::io::write_file(&dir.join(name), text)
     };
     write_json("config.json", shape.hf_config(vocab_size, eos, pad))?;
     write_json(

@@ -7,8 +7,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod init;
 pub mod linear;
+pub mod logprobs;
+pub mod lora;
 pub mod mlp;
 pub mod norm;
+pub mod params;
+pub mod precision;
 pub mod rope;
 pub mod save;
 

@@ -140,3 +140,12 @@ pub fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes `model` as a complete Hugging Face directory `dir`, atomically: `model.safetensors` in
+/// `dtype` plus the config, generation config and tokenizer files of `source`.
+pub fn save_model_dir(model: &CausalLm, source: &Path, dir: &Path, dtype: Dtype) -> Result<()> {
+    crate::io::write_dir(dir, |tmp| {
+        save_safetensors(model, &tmp.join("model.safetensors"), dtype)?;
+        copy_model_files(source, tmp)
+    })
+}

@@ -158,6 +158,9 @@ pub struct SftBatch {
     pub completion_tokens: usize,
     /// All non-padding tokens.
     pub num_tokens: usize,
+    /// First label position any row needs (shortest prompt − 1): the LM head skips the
+    /// positions before it.
+    pub first_label: usize,
 }
 
 /// Packs `examples` into one batch padded with `pad`.
@@ -168,7 +171,7 @@ pub fn make_batch(examples: &[&SftExample], pad: u32, device: &Device) -> SftBat
         .max()
         .unwrap_or(1)
         .max(2);
-    let t = crate::data::batch::bucketed_len(t, device);
+    let t = crate::data::bucketed_len(t, device);
     let b = examples.len();
     let mut tokens = vec![pad as i64; b * t];
     let mut mask = vec![0f32; b * (t - 1)];
@@ -191,6 +194,11 @@ pub fn make_batch(examples: &[&SftExample], pad: u32, device: &Device) -> SftBat
             .iter()
             .map(|e| e.prompt.len() + e.completion.len())
             .sum(),
+        first_label: examples
+            .iter()
+            .map(|e| e.prompt.len().saturating_sub(1))
+            .min()
+            .unwrap_or(0),
     }
 }
 

@@ -178,4 +178,14 @@ impl Tokenizer {
             .as_deref()
             .and_then(|t| self.token_to_id(t))
     }
+
+    /// The padding id for batches: the pad token, else EOS, else 0.
+    pub fn pad_id(&self) -> u32 {
+        self.special_tokens()
+            .pad
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
+            .or_else(|| self.eos_token_id())
+            .unwrap_or(0)
+    }
 }

@@ -1,0 +1,64 @@
+//! `minordpo bench`: timed training steps, one JSON line.
+
+use std::path::PathBuf;
+
+use crate::device::DeviceChoice;
+use crate::dpo::TrainConfig;
+use crate::dpo::bench::{BenchSettings, bench};
+use crate::model::precision::FrozenPrecision;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["model", "preset"])))]
+pub struct BenchArgs {
+    /// Hugging Face model directory to benchmark.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Random weights with a real model's shape (no download): tiny, smollm2-135m,
+    /// qwen2.5-0.5b, llama-3.2-1b.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Pairs per step (each pair is two sequences).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Tokens per sequence (half prompt, half completion).
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Untimed steps first (autotuning, allocation).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Positions per fused LM-head chunk (0 = the plain path: whole logits).
+    #[arg(long, default_value_t = TrainConfig::default().logprob_chunk)]
+    logprob_chunk: usize,
+    /// Run the reference forward every step instead of precomputing it once.
+    #[arg(long)]
+    live_reference: bool,
+    /// LoRA rank (adapters on every projection).
+    #[arg(long, default_value_t = TrainConfig::default().lora_r)]
+    lora_r: usize,
+    /// Storage of the frozen weights: auto (a preset counts as a bf16 checkpoint), f32, bf16, f16.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().frozen_precision)]
+    frozen_precision: FrozenPrecision,
+}
+
+/// Runs the benchmark and prints its JSON line.
+pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
+    let report = bench(&BenchSettings {
+        model: args.model,
+        preset: args.preset,
+        device: choice,
+        batch_size: args.batch_size,
+        seq_len: args.seq_len,
+        steps: args.steps,
+        warmup: args.warmup,
+        logprob_chunk: args.logprob_chunk,
+        precompute_reference: !args.live_reference,
+        frozen_precision: args.frozen_precision,
+        lora_r: args.lora_r,
+        seed: 0,
+    })?;
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The `minordpo` command line: parsing and dispatch; each command lives in its own file.
+
+mod bench;
+mod demo;
+mod devices;
+mod eval;
+mod generate;
+mod merge;
+mod sft;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::device::DeviceChoice;
+
+#[derive(Parser)]
+#[command(name = "minordpo", version, about, long_about = None)]
+struct Cli {
+    /// Where to run: `auto` picks a real GPU through wgpu when there is one and the CPU
+    /// otherwise; `wgpu` accepts any adapter (software ones too); `cpu` (= `flex`) and
+    /// `ndarray` are Burn's CPU backends.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU adapters wgpu finds (name, type, graphics API) and what `auto` would pick.
+    Devices,
+    /// Generate text from a Hugging Face model directory, streaming it to stdout.
+    Generate(generate::GenerateArgs),
+    /// Evaluate a policy (base + adapter) against the base model on preference pairs.
+    Eval(eval::EvalArgs),
+    /// Fold a LoRA adapter into the base weights and write a Hugging Face model directory.
+    Merge(merge::MergeArgs),
+    /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss. With no
+    /// arguments: MinorDPO on the built-in arithmetic task (configs/default.ron), nothing to
+    /// download.
+    Train(Box<train::TrainArgs>),
+    /// Supervised fine-tuning (completion-only loss): every weight or LoRA adapters.
+    Sft(Box<sft::SftArgs>),
+    /// The teaching demo: a tiny model learns arithmetic from scratch, then DPO and MinorDPO are
+    /// compared on its own answers at a low and a high learning rate; writes report.md and plots.
+    Demo(demo::DemoArgs),
+    /// Time full LoRA-DPO training steps on synthetic tokens; prints one JSON line (tokens/s,
+    /// median step time, peak memory, GFLOP/s).
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line, runs the command and turns an error into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => devices::run(),
+        Command::Generate(args) => generate::run(cli.device, args),
+        Command::Eval(args) => eval::run(cli.device, args),
+        Command::Merge(args) => merge::run(args),
+        Command::Train(args) => train::run(cli.device, *args),
+        Command::Sft(args) => sft::run(cli.device, *args),
+        Command::Demo(args) => demo::run(cli.device, args),
+        Command::Bench(args) => bench::run(cli.device, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

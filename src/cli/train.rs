@@ -1,0 +1,55 @@
+//! `minordpo train`: preference tuning from a RON config and flags; with no arguments the
+//! built-in task (configs/default.ron).
+
+use std::path::PathBuf;
+
+use crate::demo::builtin;
+use crate::device::DeviceChoice;
+use crate::dpo::{TrainConfig, TrainOverrides};
+use crate::train::Resume;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// RON config file (see configs/); command-line flags override its fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue from the latest checkpoint-N/ in the output directory, or from the one given.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    resume: Option<Option<PathBuf>>,
+    #[command(flatten)]
+    overrides: TrainOverrides,
+}
+
+/// Runs the job.
+pub fn run(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
+    let bare = args.overrides.model.is_none() && args.overrides.data.is_none();
+    let mut config = match &args.config {
+        Some(path) => TrainConfig::from_ron_file(path)?,
+        None if bare => {
+            eprintln!(
+                "no --config, --model or --data: running configs/default.ron (the built-in task)"
+            );
+            TrainConfig::embedded_default()
+        }
+        None => TrainConfig::default(),
+    };
+    // The global --device flag counts as an override only when given explicitly.
+    if choice != DeviceChoice::Auto {
+        config.device = choice;
+    }
+    args.overrides.apply(&mut config);
+    let demo = builtin::fill_in(&mut config)?;
+    eprintln!("config:\n{}", config.to_ron());
+    let summary = crate::dpo::train(&config, Resume::from_flag(args.resume))?;
+    eprintln!(
+        "done: {} steps; adapter in {}, metrics in {}",
+        summary.steps,
+        summary.result.display(),
+        summary.output.join("metrics.jsonl").display()
+    );
+    if let Some(demo) = &demo {
+        let summary = builtin::closing_summary(&config, demo, &summary.output)?;
+        println!("{summary}");
+    }
+    Ok(())
+}

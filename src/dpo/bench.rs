@@ -1,0 +1,333 @@
+//! `minordpo bench`: full LoRA-DPO training steps — the training loop's own optimizer step
+//! (`train::optimizer_step` over `DpoObjective`: policy forward + backward, the reference forward
+//! unless precomputed, clipping, AdamW) on synthetic tokens, on a real model or on random weights
+//! with a real model's shape (no download), reported as one JSON line: tokens/s, median step
+//! time, peak memory and achieved GFLOP/s (formula in docs/performance.md).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::FloatDType;
+
+use crate::data::{TokenizedPair, make_batch};
+use crate::device::{self, DeviceChoice};
+use crate::dpo::DpoObjective;
+use crate::dpo::config::TrainConfig;
+use crate::dpo::eval::EvalSettings;
+use crate::dpo::loss::LossKind;
+use crate::dpo::metrics::host_values;
+use crate::dpo::step::reference_logps;
+use crate::error::{Error, Result};
+use crate::io::Rng;
+use crate::model::lora::{self, LoraSettings};
+use crate::model::precision::{self, FrozenPrecision};
+use crate::model::{CausalLm, ModelConfig};
+use crate::train::optim::{AdamW, Trained};
+use crate::train::window::StepWindow;
+use crate::train::{Update, optimizer_step};
+
+/// Model shapes to benchmark without downloading weights (`config.json` of each model).
+pub const PRESETS: [(&str, &str); 4] = [
+    (
+        "tiny",
+        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 256,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "vocab_size": 400, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "tie_word_embeddings": true}"#,
+    ),
+    (
+        "smollm2-135m",
+        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 576, "intermediate_size": 1536,
+            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "vocab_size": 49152, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+            "rope_theta": 100000.0, "tie_word_embeddings": true}"#,
+    ),
+    (
+        "qwen2.5-0.5b",
+        r#"{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 896, "intermediate_size": 4864,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "tie_word_embeddings": true}"#,
+    ),
+    (
+        "llama-3.2-1b",
+        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
+            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#,
+    ),
+];
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    /// A Hugging Face model directory, or else…
+    pub model: Option<PathBuf>,
+    /// …a preset shape with random weights.
+    pub preset: Option<String>,
+    pub device: DeviceChoice,
+    /// Pairs per step (each pair is two sequences).
+    pub batch_size: usize,
+    /// Tokens per sequence; the first half is prompt, the rest completion.
+    pub seq_len: usize,
+    /// Timed steps (after `warmup` untimed ones).
+    pub steps: usize,
+    pub warmup: usize,
+    /// Positions per log-prob chunk (0 = the plain path, whole logits at once).
+    pub logprob_chunk: usize,
+    /// Reference log-probs precomputed once (true) or a reference forward every step.
+    pub precompute_reference: bool,
+    /// Storage of the frozen weights (presets count as bf16 checkpoints, as the real models ship).
+    pub frozen_precision: FrozenPrecision,
+    pub lora_r: usize,
+    pub seed: u64,
+}
+
+/// The config of a preset, or an error listing the presets.
+pub fn preset_config(name: &str) -> Result<ModelConfig> {
+    let (_, json) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "--preset: unknown preset `{name}`; presets: {}",
+            PRESETS.map(|p| p.0).join(", ")
+        ))
+    })?;
+    ModelConfig::from_json(json, std::path::Path::new(&format!("preset {name}")))
+}
+
+/// Peak resident memory of this process in bytes, where the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        let max = u64::try_from(usage.ru_maxrss).ok()?;
+        // Linux and the BSDs report KiB, macOS bytes.
+        Some(if cfg!(target_os = "macos") {
+            max
+        } else {
+            max * 1024
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Floating-point operations of one training step (see docs/performance.md): the frozen model's
+/// forward `F` (matmuls `2·N·tokens`, attention `4·L·T²·d` per sequence, the LM head over label
+/// positions), its backward to the activations (`≈ F`, no weight gradients), plus `F` again for a
+/// live reference pass.
+pub fn step_flops(
+    config: &ModelConfig,
+    sequences: usize,
+    seq_len: usize,
+    label_positions: usize,
+    live_reference: bool,
+) -> f64 {
+    let c = config;
+    let (h, hd) = (c.hidden_size as f64, c.head_dim as f64);
+    let q = c.num_attention_heads as f64 * hd;
+    let kv = c.num_key_value_heads as f64 * hd;
+    let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * c.intermediate_size as f64;
+    let tokens = (sequences * seq_len) as f64;
+    let matmuls = 2.0 * per_layer * c.num_hidden_layers as f64 * tokens;
+    let attention =
+        4.0 * c.num_hidden_layers as f64 * q * (seq_len as f64).powi(2) * sequences as f64;
+    let head = 2.0 * h * c.vocab_size as f64 * (sequences * label_positions) as f64;
+    let forward = matmuls + attention + head;
+    forward * if live_reference { 3.0 } else { 2.0 }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+/// Runs the benchmark and returns its JSON report.
+pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
+    if s.batch_size == 0 || s.seq_len < 4 || s.steps == 0 || s.lora_r == 0 {
+        return Err(Error::Invalid(
+            "--batch-size ≥ 1, --seq-len ≥ 4, --steps ≥ 1 and --lora-r ≥ 1 are needed".into(),
+        ));
+    }
+    let selected = device::select(s.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = selected.device.clone().autodiff();
+    let gpu = device::is_cube(&selected.device);
+    let started = Instant::now();
+    let (mut model, frozen_dtype, name) = match (&s.model, &s.preset) {
+        (Some(dir), _) => {
+            let (model, dtype) = CausalLm::load_frozen(dir, &device, s.frozen_precision)?;
+            (model, dtype, dir.display().to_string())
+        }
+        (None, Some(preset)) => {
+            // A preset counts as a bf16 checkpoint, as the real models ship.
+            let dtype = s
+                .frozen_precision
+                .resolve(&device, Some(FloatDType::BF16))?;
+            let config = preset_config(preset)?;
+            config.check_sequence_length(s.seq_len)?;
+            (
+                CausalLm::random(config, s.seed, &device, dtype)?,
+                dtype,
+                preset.clone(),
+            )
+        }
+        (None, None) => return Err(Error::Invalid("give --model DIR or --preset NAME".into())),
+    };
+    model.config.check_sequence_length(s.seq_len)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let settings = LoraSettings {
+        r: s.lora_r,
+        alpha: 2.0 * s.lora_r as f64,
+        dropout: 0.0,
+        targets: lora::DEFAULT_TARGETS
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        use_rslora: false,
+    };
+    lora::attach(&mut model, &settings, s.seed, &device);
+    let vocab = model.config.vocab_size as u64;
+    let mut rng = Rng::new(s.seed);
+    let mut tokens =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let prompt_len = s.seq_len / 2;
+    let pairs: Vec<TokenizedPair> = (0..s.batch_size)
+        .map(|i| TokenizedPair {
+            line: i + 1,
+            prompt: tokens(prompt_len),
+            chosen: tokens(s.seq_len - prompt_len),
+            rejected: tokens(s.seq_len - prompt_len),
+        })
+        .collect();
+    let refs: Vec<&TokenizedPair> = pairs.iter().collect();
+    let batch = make_batch(&refs, 0, &device);
+    // On a GPU the batch is padded to a length bucket: count what actually runs.
+    let seq_len = batch.tokens.dims()[1];
+    model.config.check_sequence_length(seq_len)?;
+    let config = TrainConfig {
+        loss: LossKind::MinorDpo,
+        logprob_chunk: s.logprob_chunk,
+        ..TrainConfig::default()
+    };
+    let eval = EvalSettings {
+        params: config.loss_params(),
+        batch_size: s.batch_size,
+        pad_id: 0,
+        logprob_chunk: s.logprob_chunk,
+    };
+    let reference = s.precompute_reference.then(|| {
+        let (chosen, rejected) = batch.split_rows(reference_logps(&model, &batch, s.logprob_chunk));
+        host_values(chosen)
+            .into_iter()
+            .zip(host_values(rejected))
+            .collect()
+    });
+    // The training loop's objective and optimizer step, on one micro-batch of every pair.
+    let mut objective = DpoObjective {
+        pairs,
+        eval_pairs: Vec::new(),
+        reference,
+        eval,
+        group_by_length: false,
+        device: device.clone(),
+    };
+    let micro_batches = vec![(0..s.batch_size).collect::<Vec<usize>>()];
+    let training = config.training();
+    let update = Update {
+        trained: Trained::Adapters,
+        lr: 1e-4,
+        max_grad_norm: training.max_grad_norm,
+        adam: &training.adam,
+    };
+    let mut optimizer = AdamW::default();
+    let mut window = StepWindow::new(1);
+    let mut times = Vec::with_capacity(s.steps);
+    let mut pool_peak = 0u64;
+    for step in 0..s.warmup + s.steps {
+        let t0 = Instant::now();
+        optimizer_step(
+            &mut model,
+            &mut objective,
+            &micro_batches,
+            &mut optimizer,
+            &update,
+            &mut window,
+        );
+        // Wait for the update too, so no work spills into the next step's time.
+        window.read(step + 1).map_err(Error::Invalid)?;
+        window.take();
+        if step >= s.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        if let Some(usage) = gpu.then(|| selected.device.memory_pool_usage()).flatten() {
+            pool_peak = pool_peak.max(usage.bytes_reserved);
+        }
+        eprintln!(
+            "step {}/{}: {:.0} ms",
+            step + 1,
+            s.warmup + s.steps,
+            1e3 * t0.elapsed().as_secs_f64()
+        );
+    }
+    let step_s = median(&mut times.clone());
+    let sequences = 2 * s.batch_size;
+    let step_tokens = sequences * s.seq_len;
+    let label_positions = seq_len - batch.first_label - 1;
+    let flops = step_flops(
+        &model.config,
+        sequences,
+        seq_len,
+        label_positions,
+        !s.precompute_reference,
+    );
+    let trainable: usize = model
+        .projections()
+        .iter()
+        .filter_map(|(_, l)| l.lora.as_ref())
+        .map(|l| {
+            l.a.val().dims().iter().product::<usize>() + l.b.val().dims().iter().product::<usize>()
+        })
+        .sum();
+    let peak = if gpu {
+        Some(pool_peak)
+    } else {
+        peak_rss_bytes()
+    };
+    Ok(serde_json::json!({
+        "model": name,
+        "device": selected.description,
+        "batch_size": s.batch_size,
+        "seq_len": s.seq_len,
+        "steps": s.steps,
+        "logprob_chunk": s.logprob_chunk,
+        "precompute_reference": s.precompute_reference,
+        "frozen_precision": precision::dtype_name(frozen_dtype),
+        "frozen_weight_bytes": precision::projection_weight_bytes(&model),
+        "tokens_per_second": step_tokens as f64 / step_s,
+        "step_ms_median": 1e3 * step_s,
+        "step_ms": times.iter().map(|t| 1e3 * t).collect::<Vec<_>>(),
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": if gpu { "gpu_pool_reserved" } else { "host_rss" },
+        "parameters": model.config.num_parameters(),
+        "trainable_parameters": trainable,
+        "gflops_per_step": flops / 1e9,
+        "gflops_per_second": flops / 1e9 / step_s,
+        "load_seconds": load_seconds,
+    }))
+}

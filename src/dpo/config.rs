@@ -1,0 +1,130 @@
+//! The `train` configuration: the shared training fields (`train::settings`) plus the
+//! preference loss, the reference and the precision fields, as one RON struct whose fields are
+//! also command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use crate::dpo::loss::{LossKind, LossParams};
+use crate::error::{Error, Result};
+use crate::io::{parse_ron, read_ron, to_ron};
+use crate::model::precision::FrozenPrecision;
+use crate::train::settings::{require_path, training_config};
+
+training_config! {
+    /// Everything a preference-training run needs. Unknown fields in a RON file are errors.
+    TrainConfig, TrainOverrides, FIELDS;
+    defaults {
+        output: "runs/minordpo",
+        learning_rate: 5e-5,
+        batch_size: 4,
+        warmup_ratio: 0.1,
+        logging_steps: 1,
+    }
+    /// Hugging Face model directory (config.json, safetensors, tokenizer files), or
+    /// `builtin:arithmetic` for the built-in task's base model (built and cached when missing;
+    /// `builtin:DEMO.ron` takes that demo config's).
+    model: PathBuf = PathBuf::new(),
+    /// Preference data: .jsonl, .jsonl.gz or .json, or `builtin:arithmetic` for the built-in
+    /// task's on-policy pairs.
+    data: PathBuf = PathBuf::new(),
+    /// Start from an existing PEFT adapter instead of a fresh one.
+    adapter: Option<PathBuf> = None,
+    /// Loss: sigmoid (DPO), minor_dpo, dpop, ipo, hinge.
+    loss: LossKind = LossKind::MinorDpo,
+    /// β: strength of the implicit KL constraint to the reference.
+    beta: f64 = 0.1,
+    /// cDPO label smoothing ε (sigmoid only).
+    label_smoothing: f64 = 0.0,
+    /// DPOP's λ.
+    dpop_lambda: f64 = 50.0,
+    /// RPO: weight of the chosen completion's mean NLL added to the loss.
+    sft_weight: f64 = 0.0,
+    /// Compute the reference log-probs once before training (cached in the output directory)
+    /// instead of a reference forward pass every step.
+    precompute_reference: bool = true,
+    /// Group pairs of similar length into the same batches (within shuffled windows of 50
+    /// batches, as transformers' `group_by_length`) to cut padding.
+    group_by_length: bool = false,
+    /// Positions per fused LM-head + log-prob chunk: the whole `[rows, positions, vocab]` logits
+    /// are never held, forward or backward (0 = the plain path).
+    logprob_chunk: usize = 256,
+    /// Storage of the frozen base weights: `auto` keeps a half-precision checkpoint in its own
+    /// precision (lossless; f16 for bf16 on GPUs without bf16), `f32`, `bf16` or `f16`. Activations,
+    /// adapters and optimizer state are f32 either way.
+    frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
+}
+
+impl TrainConfig {
+    /// Reads a RON file; errors name the file, line and column.
+    pub fn from_ron_file(path: &Path) -> Result<Self> {
+        read_ron(path)
+    }
+
+    /// The committed `configs/default.ron` (MinorDPO on the built-in task), compiled in.
+    pub fn embedded_default() -> Self {
+        parse_ron(
+            include_str!("../../configs/default.ron"),
+            "configs/default.ron",
+        )
+        .expect("the embedded default config parses")
+    }
+
+    /// The resolved config as RON.
+    pub fn to_ron(&self) -> String {
+        to_ron(self)
+    }
+
+    /// The loss settings.
+    pub fn loss_params(&self) -> LossParams {
+        LossParams {
+            kind: self.loss,
+            beta: self.beta,
+            label_smoothing: self.label_smoothing,
+            dpop_lambda: self.dpop_lambda,
+            sft_weight: self.sft_weight,
+        }
+    }
+
+    /// Checks values that would make a run meaningless.
+    pub fn validate(&self) -> Result<()> {
+        require_path("model", &self.model, "set a model directory (--model DIR)")?;
+        require_path("data", &self.data, "set a preference file (--data FILE)")?;
+        if self.beta.is_nan() || self.beta <= 0.0 {
+            return Err(Error::Invalid("config field `beta`: must be > 0".into()));
+        }
+        self.training().validate(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ron_round_trip_and_unknown_fields() {
+        let config = TrainConfig {
+            beta: 0.2,
+            ..Default::default()
+        };
+        let back: TrainConfig = ron::from_str(&config.to_ron()).unwrap();
+        assert_eq!(back, config);
+        let partial: TrainConfig = ron::from_str("(beta: 0.3, loss: sigmoid)").unwrap();
+        assert_eq!(partial.beta, 0.3);
+        assert_eq!(partial.loss, LossKind::Sigmoid);
+        assert_eq!(partial.learning_rate, 5e-5);
+        assert!(ron::from_str::<TrainConfig>("(betta: 0.3)").is_err());
+    }
+
+    #[test]
+    fn overrides_win_and_fields_are_documented() {
+        let mut config = TrainConfig::default();
+        let overrides = TrainOverrides {
+            beta: Some(0.5),
+            max_steps: Some(7),
+            ..Default::default()
+        };
+        overrides.apply(&mut config);
+        assert_eq!((config.beta, config.max_steps), (0.5, 7));
+        assert!(FIELDS.iter().all(|(_, doc)| !doc.trim().is_empty()));
+    }
+}

@@ -1,0 +1,42 @@
+//! Evaluation of a policy (base + adapter) against its reference (adapters off) on preference
+//! pairs: per-pair log-probs, losses and TRL-named summary metrics. It runs on the model's
+//! inference view, so no graph is built and LoRA dropout is off, inside a training run too.
+
+use burn::prelude::*;
+
+use crate::data::{TokenizedPair, make_batch};
+use crate::dpo::loss::LossParams;
+use crate::dpo::metrics::PairStats;
+use crate::dpo::step::{Reference, score_pairs};
+use crate::model::CausalLm;
+
+/// How pairs are batched and scored.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalSettings {
+    pub params: LossParams,
+    pub batch_size: usize,
+    pub pad_id: u32,
+    /// Positions per fused LM-head chunk (0 = whole logits).
+    pub logprob_chunk: usize,
+}
+
+/// Evaluates every pair (in order) in batches, reading the results back once.
+pub fn evaluate(
+    model: &CausalLm,
+    pairs: &[TokenizedPair],
+    settings: &EvalSettings,
+    device: &Device,
+) -> PairStats {
+    let policy = model.inference();
+    let device = device.clone().inner();
+    let batches = pairs
+        .chunks(settings.batch_size.max(1))
+        .map(|chunk| {
+            let refs: Vec<&TokenizedPair> = chunk.iter().collect();
+            let batch = make_batch(&refs, settings.pad_id, &device);
+            let chunk = settings.logprob_chunk;
+            score_pairs(&policy, &batch, Reference::Live, &settings.params, chunk).stats
+        })
+        .collect();
+    PairStats::read(batches)
+}

@@ -1,0 +1,83 @@
+//! The DPO micro-batch, as training, evaluation and `bench` all run it: the policy's summed
+//! completion log-probs, the reference's (the model's inference view with its adapters off, or
+//! precomputed values), the per-pair losses and their statistics.
+
+use burn::prelude::*;
+
+use crate::data::PairBatch;
+use crate::dpo::loss::{LossParams, PairLogps, pair_losses};
+use crate::dpo::metrics::DeviceStats;
+use crate::model::CausalLm;
+use crate::model::logprobs::{label_logps, scored_positions};
+
+/// Summed completion log-probs `[2B]` of a batch (see [`PairBatch::split_rows`] for the layout),
+/// the LM head fused in chunks of `chunk` positions (0 = whole logits).
+pub fn sequence_logps(model: &CausalLm, batch: &PairBatch, chunk: usize) -> Tensor<1> {
+    let [rows, t] = batch.tokens.dims();
+    let scored = scored_positions(model, &batch.tokens, batch.first_label);
+    let [_, len, _] = scored.hidden.dims();
+    let mask = batch.completion_mask.clone().narrow(1, t - 1 - len, len); // [R, L]
+    (label_logps(model, &scored, chunk) * mask)
+        .sum_dim(1)
+        .reshape([rows])
+}
+
+/// Reference log-probs `[2B]` of a batch: the model's inference view with every adapter off (no
+/// graph, no dropout), as a constant on the batch's device.
+pub fn reference_logps(model: &CausalLm, batch: &PairBatch, chunk: usize) -> Tensor<1> {
+    let logps = sequence_logps(&model.reference(), &batch.without_autodiff(), chunk);
+    if batch.tokens.is_autodiff() {
+        logps.autodiff()
+    } else {
+        logps
+    }
+}
+
+/// Pairs the `[2B]` policy and reference log-probs of `batch` with its completion lengths.
+pub fn pair_logps(policy: Tensor<1>, reference: Tensor<1>, batch: &PairBatch) -> PairLogps {
+    let (policy_chosen, policy_rejected) = batch.split_rows(policy);
+    let (reference_chosen, reference_rejected) = batch.split_rows(reference);
+    let (chosen_len, rejected_len) = batch.split_rows(batch.completion_len.clone());
+    PairLogps {
+        policy_chosen,
+        policy_rejected,
+        reference_chosen,
+        reference_rejected,
+        chosen_len,
+        rejected_len,
+    }
+}
+
+/// Where a micro-batch's reference log-probs come from.
+pub enum Reference {
+    /// A reference forward pass now.
+    Live,
+    /// Precomputed per-pair `(chosen, rejected)` values of the batch's pairs, in order.
+    Precomputed(Vec<(f64, f64)>),
+}
+
+/// One scored micro-batch: per-pair losses `[B]` (with the policy's graph) and the statistics
+/// `[7, B]` training logs (detached).
+pub struct ScoredPairs {
+    pub losses: Tensor<1>,
+    pub stats: DeviceStats,
+}
+
+/// The policy forward, the reference and the losses of `batch`.
+pub fn score_pairs(
+    model: &CausalLm,
+    batch: &PairBatch,
+    reference: Reference,
+    params: &LossParams,
+    chunk: usize,
+) -> ScoredPairs {
+    let device = batch.tokens.device();
+    let reference = match reference {
+        Reference::Live => reference_logps(model, batch, chunk),
+        Reference::Precomputed(values) => PairBatch::join_rows(&values, &device),
+    };
+    let logps = pair_logps(sequence_logps(model, batch, chunk), reference, batch);
+    let losses = pair_losses(params, &logps);
+    let stats = DeviceStats::new(params, &logps, losses.clone());
+    ScoredPairs { losses, stats }
+}

@@ -1,0 +1,198 @@
+//! The chunked driver of the fused LM-head log-prob op, shared by every backend: chunk ranges,
+//! each chunk's logits, the forward and the three gradients. The row-wise softmax work on one
+//! chunk is a [`RowOps`]: plain tensor ops here ([`PlainRows`]), fused CPU kernels on flex
+//! (`cpu_rows`), WGSL kernels on wgpu (`wgsl_rows`).
+
+use burn::backend::Backend;
+use burn::backend::TensorMetadata;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::prelude::*;
+use burn::tensor::{FloatDType, IndexingUpdateOp, Slice};
+
+/// The row ranges of the chunks.
+fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows)
+        .step_by(chunk.max(1))
+        .map(move |start| (start, (start + chunk.max(1)).min(rows)))
+}
+
+/// Rows `start..end` of a float tensor (2-D: whole rows; 1-D: the elements).
+fn row_slice<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+    let slices = [Slice::from(start..end), Slice::from(..)];
+    B::float_slice(t.clone(), &slices[..t.shape().num_dims()])
+}
+
+/// The row-wise work on one chunk's logits, which each backend supplies; the chunking, the
+/// matmuls and the autodiff plumbing around it are shared.
+pub(super) trait RowOps<B: Backend> {
+    /// The targets in the layout `pick` and `logit_grad` read (prepared once per call).
+    fn prepare_targets(&self, targets: IntTensor<B>) -> IntTensor<B> {
+        targets
+    }
+
+    /// Most rows per chunk.
+    fn max_rows(&self) -> usize {
+        usize::MAX
+    }
+
+    /// `a · b` (the backend's own matmul unless it has a faster one).
+    fn matmul(&self, a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_matmul(a, b)
+    }
+
+    /// `log softmax(logits)[target]` `[c]` of a chunk: `logits` `[c, V]`, `targets` `[c]`.
+    fn pick(&self, logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B>;
+
+    /// `g·(onehot(target) − softmax(logits))` `[c, V]`, `grad` `[c]`.
+    fn logit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B>;
+
+    /// `pick` and `onehot(target) − softmax(logits)` (`logit_grad` with `g = 1`) of one chunk.
+    fn pick_and_unit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let c = targets.shape()[0];
+        let dtype = FloatDType::from(logits.dtype());
+        let ones = B::float_ones(Shape::new([c]), &logits.device(), dtype);
+        let picked = self.pick(logits.clone(), targets.clone());
+        (picked, self.logit_grad(logits, targets, ones))
+    }
+}
+
+/// The row work as plain tensor operations, for any backend.
+pub(super) struct PlainRows;
+
+/// `(logits − max, log Σ exp(logits − max))` of a `[n, V]` chunk: shifted logits and the shifted
+/// log-sum-exp `[n, 1]`.
+fn shifted<B: Backend>(logits: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let max = B::float_max_dim(logits.clone(), 1);
+    let shifted = B::float_sub(logits, max);
+    let lse = B::float_log(B::float_sum_dim(B::float_exp(shifted.clone()), 1));
+    (shifted, lse)
+}
+
+/// `[c]` → `[c, 1]`.
+fn column<B: Backend>(targets: IntTensor<B>) -> IntTensor<B> {
+    let c = targets.shape()[0];
+    B::int_reshape(targets, Shape::new([c, 1]))
+}
+
+impl<B: Backend> RowOps<B> for PlainRows {
+    fn pick(&self, logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+        let c = targets.shape()[0];
+        let (shifted, lse) = shifted::<B>(logits);
+        let picked = B::float_gather(1, shifted, column::<B>(targets)); // [c, 1]
+        B::float_reshape(B::float_sub(picked, lse), Shape::new([c]))
+    }
+
+    fn logit_grad(
+        &self,
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let c = targets.shape()[0];
+        let grad = B::float_reshape(grad, Shape::new([c, 1]));
+        let (shifted, lse) = shifted::<B>(logits);
+        let probs = B::float_exp(B::float_sub(shifted, lse)); // [c, V]
+        let neg = B::float_mul(probs, B::float_neg(grad.clone())); // −g·softmax
+        B::float_scatter(1, neg, column::<B>(targets), grad, IndexingUpdateOp::Add) // + g at the target
+    }
+}
+
+/// The chunks of a call: `(rows of hidden [c, H], logits [c, V], targets [c], range)`.
+fn chunk_logits<'a, B: Backend>(
+    rows: &'a dyn RowOps<B>,
+    hidden: &'a FloatTensor<B>,
+    weight: &'a FloatTensor<B>,
+    targets: &'a IntTensor<B>,
+    chunk: usize,
+) -> impl Iterator<Item = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, (usize, usize))> + 'a {
+    chunk_ranges(hidden.shape()[0], chunk.min(rows.max_rows())).map(move |(s, e)| {
+        let h = row_slice::<B>(hidden, s, e);
+        let logits = rows.matmul(h.clone(), weight.clone());
+        let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
+        (h, logits, t, (s, e))
+    })
+}
+
+/// The forward with `rows` doing the row work.
+pub(super) fn forward<B: Backend>(
+    rows: &dyn RowOps<B>,
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let targets = rows.prepare_targets(targets);
+    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(_, logits, t, _)| rows.pick(logits, t))
+        .collect();
+    B::float_cat(parts, 0)
+}
+
+/// The forward and the gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`, with `rows`
+/// doing the row work.
+pub(super) fn forward_with_direction<B: Backend>(
+    rows: &dyn RowOps<B>,
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let targets = rows.prepare_targets(targets);
+    let weight_t = B::float_transpose(weight.clone()); // [V, H]
+    let (logps, directions): (Vec<_>, Vec<_>) =
+        chunk_logits(rows, &hidden, &weight, &targets, chunk)
+            .map(|(_, logits, t, _)| {
+                let (picked, d) = rows.pick_and_unit_grad(logits, t); // [c], onehot − softmax [c, V]
+                (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
+            })
+            .unzip();
+    (B::float_cat(logps, 0), B::float_cat(directions, 0))
+}
+
+/// `∂/∂hidden` `[rows, H]` with `rows` doing the row work.
+pub(super) fn grad_hidden<B: Backend>(
+    rows: &dyn RowOps<B>,
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let targets = rows.prepare_targets(targets);
+    let weight_t = B::float_transpose(weight.clone()); // [V, H]
+    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(_, logits, t, (s, e))| {
+            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
+            rows.matmul(d, weight_t.clone()) // [c, H]
+        })
+        .collect();
+    B::float_cat(parts, 0)
+}
+
+/// `∂/∂weight` `[H, V]` with `rows` doing the row work.
+pub(super) fn grad_weight<B: Backend>(
+    rows: &dyn RowOps<B>,
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    let targets = rows.prepare_targets(targets);
+    chunk_logits(rows, &hidden, &weight, &targets, chunk)
+        .map(|(h, logits, t, (s, e))| {
+            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
+            rows.matmul(B::float_transpose(h), d) // [H, V]
+        })
+        .reduce(B::float_add)
+        .expect("at least one row")
+}

@@ -1,0 +1,89 @@
+//! Label log-probabilities: `log softmax(logits_t)[y_{t+1}]` for the positions a trainer scores
+//! (logits at position t predict token t+1).
+//!
+//! Only positions from the first scored label on go through the LM head (prompt positions every
+//! row shares are skipped). With `chunk` > 0 the head and the log-softmax run as one fused
+//! operation over chunks of positions ([`crate::kernels::linear_logprobs`]), so neither the
+//! forward nor the backward holds the whole `[rows, positions, vocab]` logits; 0 is the plain path
+//! (whole logits, Burn's `log_softmax`), kept as the reference the fused path is tested against.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use super::CausalLm;
+use crate::kernels::linear_logprobs;
+
+/// The final hidden states of the scored positions and their labels.
+pub struct ScoredPositions {
+    /// `[rows, len, hidden]`: positions `first .. first + len`.
+    pub hidden: Tensor<3>,
+    /// `[rows, len]`: the tokens those positions predict.
+    pub labels: Tensor<2, Int>,
+}
+
+/// Runs the decoder over `tokens` `[rows, T]` and keeps positions `first ..= T − 2` (`first` is
+/// clamped so at least one label remains).
+pub fn scored_positions(
+    model: &CausalLm,
+    tokens: &Tensor<2, Int>,
+    first: usize,
+) -> ScoredPositions {
+    let t = tokens.dims()[1];
+    let first = first.min(t - 2);
+    let len = t - 1 - first;
+    let hidden = model.forward_hidden(tokens.clone(), None); // [R, T, H]
+    ScoredPositions {
+        hidden: hidden.narrow(1, first, len),
+        labels: tokens.clone().narrow(1, first + 1, len),
+    }
+}
+
+/// Log-probs `[rows, len]` of each scored position's label.
+pub fn label_logps(model: &CausalLm, scored: &ScoredPositions, chunk: usize) -> Tensor<2> {
+    let [rows, len, h] = scored.hidden.dims();
+    match model.lm_head_weight() {
+        Some(weight) if chunk > 0 => linear_logprobs(
+            scored.hidden.clone().reshape([rows * len, h]),
+            weight,
+            scored.labels.clone().reshape([rows * len]),
+            chunk,
+        )
+        .reshape([rows, len]),
+        _ => {
+            let logits = model.lm_head(scored.hidden.clone()); // [R, L, V]
+            log_softmax(logits, 2)
+                .gather(2, scored.labels.clone().unsqueeze_dim::<3>(2))
+                .reshape([rows, len])
+        }
+    }
+}
+
+/// 1 where the label is the top choice of `inference` (a model's inference view), else 0
+/// `[rows, len]`, without autodiff; the logits are built `chunk` positions at a time (all at once
+/// with 0).
+pub fn label_hits(inference: &CausalLm, scored: &ScoredPositions, chunk: usize) -> Tensor<2> {
+    let [rows, len, h] = scored.hidden.dims();
+    let hidden = scored
+        .hidden
+        .clone()
+        .without_autodiff()
+        .reshape([rows * len, h]);
+    let labels = scored
+        .labels
+        .clone()
+        .without_autodiff()
+        .reshape([rows * len]);
+    let n = rows * len;
+    let step = if chunk == 0 { n } else { chunk.min(n) };
+    let hits: Vec<Tensor<1>> = (0..n)
+        .step_by(step.max(1))
+        .map(|start| {
+            let end = (start + step).min(n);
+            let logits = inference.lm_head(hidden.clone().narrow(0, start, end - start)); // [c, V]
+            let top = logits.argmax(1).reshape([end - start]);
+            top.equal(labels.clone().narrow(0, start, end - start))
+                .float()
+        })
+        .collect();
+    Tensor::cat(hits, 0).reshape([rows, len])
+}

@@ -1,0 +1,135 @@
+//! Walks over the model's parameters with their Hugging Face names: the decoder projections
+//! (read-only or mutable), the LoRA factors, and every weight (full fine-tuning). The optimizer,
+//! the checkpoints and the PEFT files all key parameters by these names.
+
+use burn::module::Param;
+use burn::prelude::*;
+
+use super::causal_lm::CausalLm;
+use super::linear::Linear;
+use super::norm::RmsNorm;
+
+/// A trainable parameter of either rank.
+pub enum ParamMut<'a> {
+    /// A weight matrix or embedding table.
+    Matrix(&'a mut Param<Tensor<2>>),
+    /// A norm scale or a bias.
+    Vector(&'a mut Param<Tensor<1>>),
+}
+
+/// The seven projections of decoder block `$layer` with their names inside the block, borrowed
+/// with `$($borrow)*` (`&` or `&mut`).
+macro_rules! block_projections {
+    ($layer:expr, $($borrow:tt)+) => {
+        [
+            ("self_attn.q_proj", $($borrow)+ $layer.self_attn.q_proj),
+            ("self_attn.k_proj", $($borrow)+ $layer.self_attn.k_proj),
+            ("self_attn.v_proj", $($borrow)+ $layer.self_attn.v_proj),
+            ("self_attn.o_proj", $($borrow)+ $layer.self_attn.o_proj),
+            ("mlp.gate_proj", $($borrow)+ $layer.mlp.gate_proj),
+            ("mlp.up_proj", $($borrow)+ $layer.mlp.up_proj),
+            ("mlp.down_proj", $($borrow)+ $layer.mlp.down_proj),
+        ]
+    };
+}
+
+fn push_linear<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, linear: &'a mut Linear) {
+    out.push((
+        format!("{name}.weight"),
+        ParamMut::Matrix(&mut linear.weight),
+    ));
+    if let Some(bias) = linear.bias.as_mut() {
+        out.push((format!("{name}.bias"), ParamMut::Vector(bias)));
+    }
+}
+
+fn push_norm<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, norm: &'a mut RmsNorm) {
+    out.push((format!("{name}.weight"), ParamMut::Vector(&mut norm.weight)));
+}
+
+impl CausalLm {
+    /// Every projection inside the decoder layers with its Hugging Face module path
+    /// (`model.layers.N.self_attn.q_proj`, …), in checkpoint order. The LM head is not included.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, linear) in block_projections!(layer, &) {
+                out.push((format!("model.layers.{i}.{name}"), linear));
+            }
+        }
+        out
+    }
+
+    /// [`Self::projections`], mutable.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, linear) in block_projections!(layer, &mut) {
+                out.push((format!("model.layers.{i}.{name}"), linear));
+            }
+        }
+        out
+    }
+
+    /// The LoRA factors `A` `[d_in, r]` and `B` `[r, d_out]` of every adapter, named
+    /// `<module path>.lora_A` / `.lora_B`.
+    pub fn lora_params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
+        let mut out = Vec::new();
+        for (path, linear) in self.projections_mut() {
+            if let Some(lora) = linear.lora.as_mut() {
+                out.push((format!("{path}.lora_A"), ParamMut::Matrix(&mut lora.a)));
+                out.push((format!("{path}.lora_B"), ParamMut::Matrix(&mut lora.b)));
+            }
+        }
+        out
+    }
+
+    /// Every weight of the model (embeddings, norms, projections, biases, an untied head) under
+    /// its checkpoint name, for full fine-tuning.
+    pub fn all_params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            ParamMut::Matrix(&mut self.embed_tokens),
+        )];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            push_norm(
+                &mut out,
+                &format!("{p}.input_layernorm"),
+                &mut layer.input_layernorm,
+            );
+            push_norm(
+                &mut out,
+                &format!("{p}.post_attention_layernorm"),
+                &mut layer.post_attention_layernorm,
+            );
+            if let Some(norm) = layer.self_attn.q_norm.as_mut() {
+                push_norm(&mut out, &format!("{p}.self_attn.q_norm"), norm);
+            }
+            if let Some(norm) = layer.self_attn.k_norm.as_mut() {
+                push_norm(&mut out, &format!("{p}.self_attn.k_norm"), norm);
+            }
+            for (name, linear) in block_projections!(layer, &mut) {
+                push_linear(&mut out, &format!("{p}.{name}"), linear);
+            }
+        }
+        push_norm(&mut out, "model.norm", &mut self.norm);
+        if let Some(head) = self.lm_head.as_mut() {
+            push_linear(&mut out, "lm_head", head);
+        }
+        out
+    }
+
+    /// An autodiff-free view of the model (shared weights, no graph, no dropout): what
+    /// evaluation, the reference pass and generation run on.
+    pub fn inference(&self) -> Self {
+        self.valid()
+    }
+
+    /// The reference model: the inference view with every adapter off.
+    pub fn reference(&self) -> Self {
+        let mut reference = self.valid();
+        super::lora::set_enabled(&mut reference, false);
+        reference
+    }
+}
