@@ -52,13 +52,12 @@ const KINDS: [(LossKind, &str); 5] = [
 ];
 
 fn params(kind: LossKind) -> LossParams {
-    LossParams {
-        kind,
-        beta: 0.1,
-        label_smoothing: 0.0,
-        dpop_lambda: 50.0,
-        sft_weight: 0.0,
+    // `train`'s defaults: β = 0.1, DPOP λ = 50, no label smoothing or RPO term.
+    minordpo::dpo::TrainConfig {
+        loss: kind,
+        ..Default::default()
     }
+    .loss_params()
 }
 
 fn check(model_name: &str, data: &str) {

@@ -139,14 +139,13 @@ mod tests {
         }
     }
 
+    /// `train`'s default loss settings (β = 0.1, DPOP λ = 50) with `kind`.
     fn params(kind: LossKind) -> LossParams {
-        LossParams {
-            kind,
-            beta: 0.1,
-            label_smoothing: 0.0,
-            dpop_lambda: 50.0,
-            sft_weight: 0.0,
+        crate::dpo::TrainConfig {
+            loss: kind,
+            ..Default::default()
         }
+        .loss_params()
     }
 
     fn values(x: Tensor<1>) -> Vec<f64> {

@@ -153,13 +153,11 @@ mod tests {
     #[test]
     fn a_window_of_steps_is_summarised_under_trl_names() {
         let device = Device::flex();
-        let params = LossParams {
-            kind: LossKind::Sigmoid,
-            beta: 0.1,
-            label_smoothing: 0.0,
-            dpop_lambda: 0.0,
-            sft_weight: 0.0,
-        };
+        let params = crate::dpo::TrainConfig {
+            loss: LossKind::Sigmoid,
+            ..Default::default()
+        }
+        .loss_params();
         let mut window = crate::train::window::StepWindow::new(1);
         // Step 1: Δw = 0; step 2: Δw = 1 (rewards 0 and 0.1).
         for policy_chosen in [-2.0, -1.0] {
