@@ -67,19 +67,8 @@ fn metrics(dir: &Path) -> Vec<Value> {
 fn forty_minor_dpo_steps_learn_the_preferences() {
     let tmp = tempfile::tempdir().unwrap();
     let eval = data("standard.jsonl");
-    train(
-        tmp.path(),
-        &[
-            "--max-steps",
-            "40",
-            "--learning-rate",
-            "1e-3",
-            "--batch-size",
-            "2",
-            "--eval-data",
-            &eval,
-        ],
-    );
+    let args = [&["--max-steps", "40", "--eval-data", &eval][..], &QUICK].concat();
+    train(tmp.path(), &args);
     let lines = metrics(tmp.path());
     assert_eq!(lines.len(), 40);
     let last = lines.last().unwrap();
@@ -138,17 +127,13 @@ fn without_timing(lines: Vec<Value>) -> Vec<Value> {
         .collect()
 }
 
+/// A short run's learning rate and batch (two pairs a step).
+const QUICK: [&str; 4] = ["--learning-rate", "1e-3", "--batch-size", "2"];
+
 #[test]
 fn same_seed_same_run() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = [
-        "--max-steps",
-        "4",
-        "--learning-rate",
-        "1e-3",
-        "--batch-size",
-        "2",
-    ];
+    let args = [&["--max-steps", "4"][..], &QUICK].concat();
     train(a.path(), &args);
     train(b.path(), &args);
     assert_eq!(
@@ -350,16 +335,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
     let (straight, resumed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = [
-        "--max-steps",
-        "6",
-        "--save-steps",
-        "3",
-        "--learning-rate",
-        "1e-3",
-        "--batch-size",
-        "2",
-    ];
+    let args = [&["--max-steps", "6", "--save-steps", "3"][..], &QUICK].concat();
     train(straight.path(), &args);
     assert!(
         straight
@@ -403,7 +379,7 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
 #[test]
 fn a_finished_run_continues_with_a_larger_max_steps() {
     let out = tempfile::tempdir().unwrap();
-    let args = ["--learning-rate", "1e-3", "--batch-size", "2"];
+    let args = QUICK;
     train(out.path(), &[&args[..], &["--max-steps", "3"]].concat());
     assert!(out.path().join("checkpoint-3/state.json").is_file());
     let output = train(
@@ -430,16 +406,7 @@ fn precomputed_reference_matches_the_live_reference_and_is_cached() {
     // DPO, not MinorDPO: at the first step the policy equals the reference, so MinorDPO's
     // max(0, Δl) sits exactly on its kink, and rounding noise of ±1e-7 between the cached and the
     // live reference (different batch shapes) flips which subgradient each pair takes.
-    let args = [
-        "--max-steps",
-        "3",
-        "--learning-rate",
-        "1e-3",
-        "--batch-size",
-        "2",
-        "--loss",
-        "sigmoid",
-    ];
+    let args = [&["--max-steps", "3", "--loss", "sigmoid"][..], &QUICK].concat();
     let first = train(cached.path(), &args);
     assert!(String::from_utf8_lossy(&first.stderr).contains("reference log-probs: computing"));
     assert!(cached.path().join("reference_logps.json").is_file());
