@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use minordpo::data::TokenizedPair;
 use minordpo::data::{load_preferences, tokenize_rows};
-use minordpo::dpo::eval::{EvalSettings, evaluate};
+use minordpo::dpo::eval::{PairScoring, evaluate};
 use minordpo::dpo::loss::{LossKind, LossParams};
 use minordpo::dpo::metrics::PairStats;
 use minordpo::model::CausalLm;
@@ -30,7 +30,7 @@ fn eval_pairs(
     batch_size: usize,
     chunk: usize,
 ) -> PairStats {
-    let settings = EvalSettings {
+    let settings = PairScoring {
         params: params(kind),
         batch_size,
         pad_id: 0,
@@ -385,7 +385,7 @@ fn evaluation_applies_no_lora_dropout() {
         let b = lora.b.val().ones_like() * 0.05;
         lora.b = burn::module::Param::from_tensor(b);
     }
-    let settings = EvalSettings {
+    let settings = PairScoring {
         params: params(LossKind::Sigmoid),
         batch_size: 2,
         pad_id: 0,

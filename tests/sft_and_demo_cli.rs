@@ -353,3 +353,45 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
             .is_file()
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `sft --resume` continues from a checkpoint to the same result as an uninterrupted run, for
+/// LoRA (adapter + optimizer) and full fine-tuning (the whole model + optimizer).
+#[test]
+fn sft_resumes_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (method, result, file) in [
+        ("lora", "adapter", "adapter_model.safetensors"),
+        ("full", "model", "model.safetensors"),
+    ] {
+        let args = ["--method", method, "--max-steps", "4", "--save-steps", "2"];
+        let straight = sft(tmp.path(), &format!("{method}-straight"), &args);
+        let resumed = tmp.path().join(format!("{method}-resumed"));
+        copy_dir(
+            &straight.join("checkpoint-2"),
+            &resumed.join("checkpoint-2"),
+        );
+        sft(
+            tmp.path(),
+            &format!("{method}-resumed"),
+            &[&args[..], &["--resume"]].concat(),
+        );
+        let read = |d: &Path| std::fs::read(d.join(result).join(file)).unwrap();
+        assert_eq!(read(&straight), read(&resumed), "{method}");
+        let steps = |d: &Path| losses(d).len();
+        assert_eq!(steps(&resumed), 2, "{method}: steps 3 and 4 only");
+        assert_eq!(steps(&straight), 4);
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::data::read_pairs;
 use crate::device::{self, DeviceChoice};
 use crate::dpo::TrainConfig;
-use crate::dpo::eval::{EvalSettings, evaluate};
+use crate::dpo::eval::{PairScoring, evaluate};
 use crate::dpo::loss::{LossKind, LossParams};
 use crate::model::CausalLm;
 use crate::model::lora;
@@ -71,7 +71,7 @@ pub fn run(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, device)?;
     }
-    let settings = EvalSettings {
+    let settings = PairScoring {
         params: LossParams {
             kind: args.loss,
             beta: args.beta,

@@ -8,20 +8,25 @@ use std::path::Path;
 use super::{DemoConfig, eval_problems, prepare, solve};
 use crate::device;
 use crate::dpo::config::TrainConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
 /// The prefix of a `model` / `data` value that names the built-in task.
 pub const PREFIX: &str = "builtin:";
 
-/// The demo config a `builtin:…` value names: `builtin:arithmetic` the embedded
-/// `configs/demo.ron`, `builtin:FILE.ron` that file; `None` for any other value.
-fn named_demo(value: &Path) -> Option<Result<DemoConfig>> {
+/// The demo config the `builtin:…` value of config field `field` names: `builtin:arithmetic` the
+/// embedded `configs/demo.ron`, `builtin:FILE.ron` that file; `None` for any other value.
+fn named_demo(field: &str, value: &Path) -> Option<Result<DemoConfig>> {
     let rest = value.to_str()?.strip_prefix(PREFIX)?;
     Some(if rest == "arithmetic" {
         Ok(DemoConfig::embedded())
-    } else {
+    } else if rest.ends_with(".ron") {
         crate::io::read_ron(Path::new(rest))
+    } else {
+        Err(Error::Invalid(format!(
+            "config field `{field}`: `{PREFIX}{rest}` names no built-in task; use \
+             `{PREFIX}arithmetic` or `{PREFIX}DEMO_CONFIG.ron`"
+        )))
     })
 }
 
@@ -29,15 +34,16 @@ fn named_demo(value: &Path) -> Option<Result<DemoConfig>> {
 /// (built and cached when missing); returns the demo config, or `None` when neither names the
 /// built-in task.
 pub fn fill_in(config: &mut TrainConfig) -> Result<Option<DemoConfig>> {
-    let named = named_demo(&config.model).or_else(|| named_demo(&config.data));
-    let Some(demo) = named.transpose()? else {
+    let model = named_demo("model", &config.model).transpose()?;
+    let data = named_demo("data", &config.data).transpose()?;
+    let Some(demo) = model.clone().or_else(|| data.clone()) else {
         return Ok(None);
     };
     let prepared = prepare(&demo, config.device)?;
-    if named_demo(&config.model).is_some() {
+    if model.is_some() {
         config.model = prepared.base;
     }
-    if named_demo(&config.data).is_some() {
+    if data.is_some() {
         config.data = prepared.pairs;
     }
     Ok(Some(demo))

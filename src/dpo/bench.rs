@@ -13,7 +13,7 @@ use crate::data::{TokenizedPair, make_batch};
 use crate::device::{self, DeviceChoice};
 use crate::dpo::DpoObjective;
 use crate::dpo::config::TrainConfig;
-use crate::dpo::eval::EvalSettings;
+use crate::dpo::eval::PairScoring;
 use crate::dpo::loss::LossKind;
 use crate::dpo::metrics::host_values;
 use crate::dpo::step::reference_logps;
@@ -225,7 +225,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         logprob_chunk: s.logprob_chunk,
         ..TrainConfig::default()
     };
-    let eval = EvalSettings {
+    let scoring = PairScoring {
         params: config.loss_params(),
         batch_size: s.batch_size,
         pad_id: 0,
@@ -243,7 +243,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         pairs,
         eval_pairs: Vec::new(),
         reference,
-        eval,
+        scoring,
         group_by_length: false,
         device: device.clone(),
     };

@@ -10,9 +10,9 @@ use crate::dpo::metrics::PairStats;
 use crate::dpo::step::{Reference, score_pairs};
 use crate::model::CausalLm;
 
-/// How pairs are batched and scored.
+/// How pairs are batched and scored (in training and in evaluation).
 #[derive(Debug, Clone, Copy)]
-pub struct EvalSettings {
+pub struct PairScoring {
     pub params: LossParams,
     pub batch_size: usize,
     pub pad_id: u32,
@@ -24,7 +24,7 @@ pub struct EvalSettings {
 pub fn evaluate(
     model: &CausalLm,
     pairs: &[TokenizedPair],
-    settings: &EvalSettings,
+    settings: &PairScoring,
     device: &Device,
 ) -> PairStats {
     let policy = model.inference();

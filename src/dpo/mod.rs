@@ -24,7 +24,7 @@ use crate::train::split::read_split;
 use crate::train::window::StatRows;
 use crate::train::{MetricsLine, MicroBatch, Objective, Resume, Run, TrainSummary};
 pub use config::{FIELDS, TrainConfig, TrainOverrides};
-use eval::{EvalSettings, evaluate};
+use eval::{PairScoring, evaluate};
 use loss::LossParams;
 use metrics::{PairStats, metrics_line};
 use step::{Reference, score_pairs};
@@ -43,14 +43,15 @@ pub struct DpoObjective {
     pub eval_pairs: Vec<TokenizedPair>,
     /// Reference `(chosen, rejected)` per training pair, or `None` for a live reference pass.
     pub reference: Option<Vec<(f64, f64)>>,
-    pub eval: EvalSettings,
+    /// The loss, the batching and the LM-head chunk, for training and evaluation alike.
+    pub scoring: PairScoring,
     pub group_by_length: bool,
     pub device: Device,
 }
 
 impl DpoObjective {
     fn params(&self) -> &LossParams {
-        &self.eval.params
+        &self.scoring.params
     }
 }
 
@@ -61,7 +62,7 @@ impl Objective for DpoObjective {
 
     fn arrange(&self, order: &mut [usize]) {
         if self.group_by_length {
-            group_by_length(order, &self.pairs, self.eval.batch_size);
+            group_by_length(order, &self.pairs, self.scoring.batch_size);
         }
     }
 
@@ -71,7 +72,7 @@ impl Objective for DpoObjective {
 
     fn micro_batch(&mut self, model: &CausalLm, examples: &[usize], units: usize) -> MicroBatch {
         let chunk: Vec<&TokenizedPair> = examples.iter().map(|&i| &self.pairs[i]).collect();
-        let batch = make_batch(&chunk, self.eval.pad_id, &self.device);
+        let batch = make_batch(&chunk, self.scoring.pad_id, &self.device);
         let reference = match &self.reference {
             Some(cache) => Reference::Precomputed(examples.iter().map(|&i| cache[i]).collect()),
             None => Reference::Live,
@@ -81,7 +82,7 @@ impl Objective for DpoObjective {
             &batch,
             reference,
             self.params(),
-            self.eval.logprob_chunk,
+            self.scoring.logprob_chunk,
         );
         MicroBatch {
             // Sum over the step's pairs / their count: accumulation equals one large batch.
@@ -100,7 +101,7 @@ impl Objective for DpoObjective {
     }
 
     fn evaluate(&mut self, model: &CausalLm) -> MetricsLine {
-        let stats = evaluate(model, &self.eval_pairs, &self.eval, &self.device);
+        let stats = evaluate(model, &self.eval_pairs, &self.scoring, &self.device);
         metrics_line(&stats, "eval_")
     }
 
@@ -137,6 +138,7 @@ fn attach_adapters(
 /// Runs a whole preference-training job, optionally continuing from a checkpoint.
 pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     config.validate()?;
+    let resume = resume.map(|r| r.resolve(&config.output)).transpose()?;
     let settings = config.training();
     let device = crate::train::training_device(&settings)?;
     let tokenizer = Tokenizer::load(&config.model)?;
@@ -154,7 +156,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         config.loss,
         config.beta
     );
-    let eval = EvalSettings {
+    let scoring = PairScoring {
         params: config.loss_params(),
         batch_size: config.batch_size,
         pad_id: tokenizer.pad_id(),
@@ -168,7 +170,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             &config.model,
             &model,
             &pairs,
-            (config.batch_size, eval.pad_id),
+            (config.batch_size, scoring.pad_id),
             config.logprob_chunk,
             &device,
         )?)
@@ -179,7 +181,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         pairs,
         eval_pairs,
         reference,
-        eval,
+        scoring,
         group_by_length: config.group_by_length,
         device: device.clone(),
     };

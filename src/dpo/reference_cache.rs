@@ -1,9 +1,9 @@
 //! Precomputed reference log-probs: the reference model (adapters off) is fixed during training,
 //! so its log-probs are computed once, before the first step, and cached in the output directory
 //! under a key that covers the contents of the model's weight, config and tokenizer files, the
-//! weights' storage precision and the exact token ids (so retraining the base in place, or any change to the data,
-//! the tokenizer or `max_length` invalidates it). Each training step then skips the reference
-//! forward pass.
+//! weights' storage precision and the exact token ids (so retraining the base in place, or any
+//! change to the data, the tokenizer or `max_length`, invalidates it). Each training step then
+//! skips the reference forward pass.
 
 use std::path::{Path, PathBuf};
 

@@ -33,25 +33,37 @@ pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 
 /// Builds the directory `dir` atomically: `build` fills an empty temporary sibling, which then
 /// takes `dir`'s name. An existing `dir` is moved aside first and removed last, so a crash in
-/// between leaves one complete version (the old or the new) under `dir` or its `.old` sibling.
+/// between leaves one complete version (the old or the new) under `dir` or its `.old` sibling;
+/// the next write puts a stranded `.old` back first.
 pub fn write_dir(dir: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     create_parent(dir)?;
     let tmp = partial(dir);
+    let old = tmp.with_extension("old");
+    if old.exists() && !dir.exists() {
+        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
+    }
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     build(&tmp)?;
-    let old = tmp.with_extension("old");
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    if let Err(e) = std::fs::rename(&tmp, dir) {
+        // Put the old version back rather than leave none under `dir`.
+        let _ = std::fs::rename(&old, dir);
+        return Err(Error::io(dir, e));
+    }
+    // The new version is in place; a leftover `.old` (a file still open on Windows, say) is
+    // harmless and is removed by the next write.
+    if old.exists()
+        && let Err(e) = std::fs::remove_dir_all(&old)
+    {
+        eprintln!("warning: could not remove {}: {e}", old.display());
     }
     Ok(())
 }
@@ -87,5 +99,14 @@ mod tests {
             .filter(|n| !n.ends_with(".partial"))
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
+
+        // A crash between moving the old version aside and renaming the new one in: the next
+        // write restores the old version before it starts.
+        let stranded = root.path().join(".adapter.old");
+        std::fs::rename(&dir, &stranded).unwrap();
+        let failed = write_dir(&dir, |_| Err(Error::Invalid("boom".into())));
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_to_string(dir.join("y")).unwrap(), "new");
+        assert!(!stranded.exists());
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
 //! each matmul widens its weight to f32 on the fly (`kernels::projection`). The precision is
-//! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. The embeddings (and the
-//! LM head tied to them) stay f32: the fused log-prob op reads the whole head per chunk.
+//! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. The
+//! embeddings (and the LM head tied to them) stay f32: the fused log-prob op reads the whole head
+//! per chunk.
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;

@@ -21,6 +21,14 @@ pub struct SftExample {
     pub completion: Vec<u32>,
 }
 
+impl SftExample {
+    /// Completion tokens the loss scores: all of them, but the first when there is no prompt
+    /// (the first token has no prediction).
+    pub fn labels(&self) -> usize {
+        self.completion.len() - usize::from(self.prompt.is_empty())
+    }
+}
+
 fn parse_row(v: &Value) -> std::result::Result<(Text, Text), String> {
     let obj = v
         .as_object()
@@ -188,8 +196,8 @@ pub fn make_batch(examples: &[&SftExample], pad: u32, device: &Device) -> SftBat
     }
     SftBatch {
         tokens: Tensor::from_data(TensorData::new(tokens, [b, t]), device),
-        mask: Tensor::from_data(TensorData::new(mask.clone(), [b, t - 1]), device),
-        completion_tokens: mask.iter().filter(|&&m| m > 0.0).count(),
+        mask: Tensor::from_data(TensorData::new(mask, [b, t - 1]), device),
+        completion_tokens: examples.iter().map(|e| e.labels()).sum(),
         num_tokens: examples
             .iter()
             .map(|e| e.prompt.len() + e.completion.len())

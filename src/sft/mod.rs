@@ -75,11 +75,7 @@ impl Objective for SftObjective {
         micro_batches
             .iter()
             .flatten()
-            // The first token of a row without a prompt has no prediction.
-            .map(|&i| {
-                let e = &self.examples[i];
-                e.completion.len() - usize::from(e.prompt.is_empty())
-            })
+            .map(|&i| self.examples[i].labels())
             .sum::<usize>()
             .max(1)
     }
@@ -173,6 +169,7 @@ pub fn evaluate(
 /// Runs a whole SFT job, optionally continuing from a checkpoint.
 pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     config.validate()?;
+    let resume = resume.map(|r| r.resolve(&config.output)).transpose()?;
     let settings = config.training();
     let device = crate::train::training_device(&settings)?;
     let tokenizer = Tokenizer::load(&config.model)?;

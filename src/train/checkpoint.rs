@@ -1,7 +1,8 @@
 //! Training checkpoints: `checkpoint-N/` holds the result (a PEFT adapter, or the whole model in
 //! full fine-tuning), the AdamW moments and the step, written atomically, so a killed run never
-//! leaves a half-written checkpoint. The last step writes one too, so a finished run continues. Resuming restores all three; the data order is a function of
-//! the seed and the step, so a resumed run sees the same batches as an uninterrupted one.
+//! leaves a half-written checkpoint. The last step writes one too, so a finished run continues.
+//! Resuming restores all three; the data order is a function of the seed and the step, so a
+//! resumed run sees the same batches as an uninterrupted one.
 
 use std::path::{Path, PathBuf};
 

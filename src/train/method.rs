@@ -73,7 +73,13 @@ impl Method {
     /// method as restored (the adapter's settings as saved).
     pub fn read_result(&self, model: &mut CausalLm, dir: &Path, device: &Device) -> Result<Self> {
         match self {
-            Self::Lora(_) => Ok(Self::Lora(lora::load_peft(model, dir, device)?)),
+            Self::Lora(_) => {
+                // The checkpoint's adapters replace every fresh one (targets or rank may differ).
+                for (_, linear) in model.projections_mut() {
+                    linear.lora = None;
+                }
+                Ok(Self::Lora(lora::load_peft(model, dir, device)?))
+            }
             Self::Full => {
                 *model = unfreeze(CausalLm::load(dir, device)?);
                 Ok(Self::Full)

@@ -97,6 +97,27 @@ impl Resume {
     pub fn from_flag(flag: Option<Option<PathBuf>>) -> Option<Self> {
         flag.map(|dir| dir.map_or(Self::Latest, Self::From))
     }
+
+    /// The checkpoint directory this names for a run writing to `output`, checked to be one
+    /// (trainers call this before loading anything, so a wrong path fails at once).
+    pub fn resolve(&self, output: &Path) -> Result<PathBuf> {
+        let dir = match self {
+            Self::From(dir) => dir.clone(),
+            Self::Latest => checkpoint::latest(output).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--resume: no checkpoint-N directory in {}",
+                    output.display()
+                ))
+            })?,
+        };
+        if !dir.join("state.json").is_file() {
+            return Err(Error::Invalid(format!(
+                "--resume: {} is not a checkpoint (no state.json)",
+                dir.display()
+            )));
+        }
+        Ok(dir)
+    }
 }
 
 /// The device a run trains on (with autodiff), announced on stderr.
@@ -107,13 +128,14 @@ pub fn training_device(settings: &TrainingSettings) -> Result<Device> {
 }
 
 /// A run to start: its settings, the resolved config (written to `config.ron`), the model
-/// directory it starts from and what it trains (the model already prepared for it).
+/// directory it starts from, what it trains (the model already prepared for it) and the
+/// checkpoint it continues from ([`Resume::resolve`]).
 pub struct Run<'a> {
     pub settings: &'a TrainingSettings,
     pub config_ron: String,
     pub base: &'a Path,
     pub method: Method,
-    pub resume: Option<Resume>,
+    pub resume: Option<PathBuf>,
 }
 
 /// What a finished run produced.
@@ -126,21 +148,26 @@ pub struct TrainSummary {
     pub last_log: MetricsLine,
 }
 
-/// Restores the checkpoint `resume` names, or starts fresh; returns the method, the optimizer
-/// and the first step to run.
-fn start(run: &Run, model: &mut CausalLm, device: &Device) -> Result<(Method, AdamW, usize)> {
-    let output = &run.settings.output;
-    let dir = match &run.resume {
-        None => return Ok((run.method.clone(), AdamW::default(), 0)),
-        Some(Resume::From(dir)) => dir.clone(),
-        Some(Resume::Latest) => checkpoint::latest(output).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--resume: no checkpoint-N directory in {}",
-                output.display()
-            ))
-        })?,
+/// Restores the checkpoint the run continues from, or starts fresh; returns the method, the
+/// optimizer and the first step to run (at most `total`).
+fn start(
+    run: &Run,
+    total: usize,
+    model: &mut CausalLm,
+    device: &Device,
+) -> Result<(Method, AdamW, usize)> {
+    let Some(dir) = &run.resume else {
+        return Ok((run.method.clone(), AdamW::default(), 0));
     };
-    let (state, method, optimizer) = checkpoint::load(&dir, model, &run.method, device)?;
+    let (state, method, optimizer) = checkpoint::load(dir, model, &run.method, device)?;
+    if state.step > total {
+        return Err(Error::Invalid(format!(
+            "{}: the checkpoint is at step {}, past this run's {total} steps; raise max_steps to \
+             continue it",
+            dir.display(),
+            state.step
+        )));
+    }
     if state.seed != run.settings.seed {
         return Err(Error::Invalid(format!(
             "{}: checkpoint was made with seed {}, the config says {}; keep the seed to resume",
@@ -216,10 +243,10 @@ pub fn train(
     device: &Device,
 ) -> Result<TrainSummary> {
     let s = run.settings;
-    let (method, mut optimizer, start_step) = start(&run, model, device)?;
-    let trained = method.trained();
     let mut plan = StepPlan::new(objective.len(), s.run_length());
     let total = plan.total_steps;
+    let (method, mut optimizer, start_step) = start(&run, total, model, device)?;
+    let trained = method.trained();
     let output = s.output.clone();
     let mut log = run_dir::prepare(&output, &run.config_ron, start_step)?;
     let last_checkpoint = || {

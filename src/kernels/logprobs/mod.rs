@@ -10,9 +10,10 @@
 //!   chunk's logits and turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ` (and
 //!   by `hᵀ` for the weight).
 //!
-//! The chunking, the matmuls and the autodiff plumbing are shared; the row-wise softmax work runs in
-//! the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu, in the fused CPU kernels of `kernels::cpu`
-//! on flex (whose chunk products call `gemm` directly), and as plain tensor ops on ndarray.
+//! The chunking, the matmuls and the autodiff plumbing are shared (`rows`); the row-wise softmax
+//! work runs in the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu (`wgsl_rows`), in fused CPU
+//! kernels on flex (`cpu_rows`, whose chunk products call `gemm` directly), and as plain tensor ops
+//! on ndarray (`rows::PlainRows`).
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
