@@ -354,19 +354,6 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// `sft --resume` continues from a checkpoint to the same result as an uninterrupted run, for
 /// LoRA (adapter + optimizer) and full fine-tuning (the whole model + optimizer).
 #[test]
@@ -379,7 +366,7 @@ fn sft_resumes_to_the_uninterrupted_result() {
         let args = ["--method", method, "--max-steps", "4", "--save-steps", "2"];
         let straight = sft(tmp.path(), &format!("{method}-straight"), &args);
         let resumed = tmp.path().join(format!("{method}-resumed"));
-        copy_dir(
+        common::copy_dir(
             &straight.join("checkpoint-2"),
             &resumed.join("checkpoint-2"),
         );

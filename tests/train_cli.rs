@@ -319,19 +319,6 @@ fn bad_training_inputs_are_named() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
     let (straight, resumed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -350,7 +337,7 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run() {
             .is_file()
     );
     // A run that stopped after its step-3 checkpoint: only the checkpoint is left.
-    copy_dir(
+    common::copy_dir(
         &straight.path().join("checkpoint-3"),
         &resumed.path().join("checkpoint-3"),
     );

@@ -62,19 +62,7 @@ impl DeviceStats {
 impl PairStats {
     /// Reads the statistics of several batches back to the host in one read.
     pub fn read(batches: Vec<DeviceStats>) -> Self {
-        if batches.is_empty() {
-            return Self::default();
-        }
-        let all = Tensor::cat(batches.into_iter().map(|b| b.0).collect(), 1); // [7, pairs]
-        let pairs = all.dims()[1];
-        let values = all
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 data");
-        Self::from_rows(&StatRows(
-            values.chunks(pairs.max(1)).map(<[f64]>::to_vec).collect(),
-        ))
+        Self::from_rows(&StatRows::read(batches.into_iter().map(|b| b.0).collect()))
     }
 
     /// The statistics of [`DeviceStats`] rows read back by the training loop.

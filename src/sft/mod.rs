@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use crate::error::Result;
 use crate::model::CausalLm;
-use crate::model::logprobs::{ScoredPositions, label_hits, label_logps, scored_positions};
+use crate::model::logprobs::{label_hits, label_logps, scored_positions};
 use crate::model::lora;
 use crate::tokenizer::Tokenizer;
 use crate::train::method::{Method, unfreeze};
@@ -25,32 +25,35 @@ use data::{SftBatch, SftExample, make_batch, read_examples};
 /// Positions per fused LM-head chunk in SFT (the loss and the token accuracy).
 const LOGPROB_CHUNK: usize = 256;
 
-/// A batch's scored positions and their completion mask `[B, L]`.
-fn score(model: &CausalLm, batch: &SftBatch) -> (ScoredPositions, Tensor<2>) {
+/// A batch scored by `model`: label log-probs `[B, L]`, their completion mask `[B, L]` and the
+/// statistics rows `[3, 1]` (summed completion log-prob, summed top-1 hits of `inference`, the
+/// model's inference view, and the completion tokens), the statistics without autodiff.
+fn score(
+    model: &CausalLm,
+    inference: &CausalLm,
+    batch: &SftBatch,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let t = batch.tokens.dims()[1];
     let scored = scored_positions(model, &batch.tokens, batch.first_label);
     let len = scored.labels.dims()[1];
     let mask = batch.mask.clone().narrow(1, t - 1 - len, len);
-    (scored, mask)
-}
-
-/// Statistics rows of a batch `[3, 1]`, without autodiff: summed completion log-prob, summed
-/// top-1 hits, completion tokens.
-fn batch_stats(logps: Tensor<2>, hits: Tensor<2>, mask: Tensor<2>, tokens: usize) -> Tensor<2> {
-    let mask = mask.without_autodiff();
-    let count = Tensor::<1>::from_floats([tokens as f32], &mask.device());
-    Tensor::cat(
+    let logps = label_logps(model, &scored, LOGPROB_CHUNK);
+    let hits = label_hits(inference, &scored, LOGPROB_CHUNK);
+    let plain_mask = mask.clone().without_autodiff();
+    let count = Tensor::<1>::from_floats([batch.completion_tokens as f32], &plain_mask.device());
+    let stats = Tensor::cat(
         vec![
-            (logps.without_autodiff() * mask.clone()).sum(),
-            (hits * mask).sum(),
+            (logps.clone().without_autodiff() * plain_mask.clone()).sum(),
+            (hits * plain_mask).sum(),
             count,
         ],
         0,
     )
-    .reshape([3, 1])
+    .reshape([3, 1]);
+    (logps, mask, stats)
 }
 
-/// Mean completion-token loss and top-1 accuracy of the statistics rows of [`batch_stats`].
+/// Mean completion-token loss and top-1 accuracy of the statistics rows of [`score`].
 fn loss_and_accuracy(stats: &StatRows) -> (f64, f64) {
     let sum = |r: usize| stats.row(r).iter().sum::<f64>();
     let tokens = sum(2).max(1.0);
@@ -83,10 +86,7 @@ impl Objective for SftObjective {
     fn micro_batch(&mut self, model: &CausalLm, examples: &[usize], units: usize) -> MicroBatch {
         let refs: Vec<&SftExample> = examples.iter().map(|&i| &self.examples[i]).collect();
         let batch = make_batch(&refs, self.pad_id, &self.device);
-        let (scored, mask) = score(model, &batch);
-        let logps = label_logps(model, &scored, LOGPROB_CHUNK);
-        let hits = label_hits(&model.inference(), &scored, LOGPROB_CHUNK);
-        let stats = batch_stats(logps.clone(), hits, mask.clone(), batch.completion_tokens);
+        let (logps, mask, stats) = score(model, &model.inference(), &batch);
         MicroBatch {
             loss: (logps * mask).sum().neg() / units as f64,
             stats,
@@ -146,24 +146,13 @@ pub fn evaluate(
         .chunks(batch_size.max(1))
         .map(|chunk| {
             let refs: Vec<&SftExample> = chunk.iter().collect();
-            let batch = make_batch(&refs, pad, &device);
-            let (scored, mask) = score(&model, &batch);
-            let logps = label_logps(&model, &scored, LOGPROB_CHUNK);
-            let hits = label_hits(&model, &scored, LOGPROB_CHUNK);
-            batch_stats(logps, hits, mask, batch.completion_tokens)
+            score(&model, &model, &make_batch(&refs, pad, &device)).2
         })
         .collect();
     if stats.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let all = Tensor::cat(stats, 1); // [3, batches]
-    let n = all.dims()[1];
-    let values: Vec<f64> = all
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64");
-    loss_and_accuracy(&StatRows(values.chunks(n).map(<[f64]>::to_vec).collect()))
+    loss_and_accuracy(&StatRows::read(stats))
 }
 
 /// Runs a whole SFT job, optionally continuing from a checkpoint.

@@ -12,6 +12,26 @@ use burn::prelude::*;
 pub struct StatRows(pub Vec<Vec<f64>>);
 
 impl StatRows {
+    /// Rows of `columns` values each, from their row-major `values`.
+    fn from_row_major(values: &[f64], columns: usize) -> Self {
+        Self(values.chunks(columns.max(1)).map(<[f64]>::to_vec).collect())
+    }
+
+    /// Several batches' statistics `[rows, n_i]` read back in one host read (empty for none).
+    pub fn read(batches: Vec<Tensor<2>>) -> Self {
+        if batches.is_empty() {
+            return Self::default();
+        }
+        let all = Tensor::cat(batches, 1); // [rows, n]
+        let columns = all.dims()[1];
+        let values = all
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("f64 data");
+        Self::from_row_major(&values, columns)
+    }
+
     /// Row `r` (empty when nothing was read).
     pub fn row(&self, r: usize) -> &[f64] {
         self.0.get(r).map_or(&[], Vec::as_slice)
@@ -102,12 +122,7 @@ impl StepWindow {
                 .expect("f64 data")
         };
         let (stat_values, norm_values) = values.split_at(shape * columns);
-        let rows = StatRows(
-            stat_values
-                .chunks(columns.max(1))
-                .map(<[f64]>::to_vec)
-                .collect(),
-        );
+        let rows = StatRows::from_row_major(stat_values, columns);
         let steps = if self.first_unread_step == done {
             format!("step {done}")
         } else {

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: fixture paths, expected tensors, device selection.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::prelude::Device;
@@ -83,5 +83,19 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     );
     for needle in needles {
         assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    }
+}
+
+/// Copies the directory `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
