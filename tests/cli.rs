@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{assert_clean_failure, expected_json, minordpo, model_dir, stderr};
+use common::{
+    assert_clean_failure, command_line, expected_json, minordpo, model_dir, stderr, words,
+};
 
 /// Copies a fixture model into a fresh temporary directory for tampering.
 fn copy_model(name: &str) -> tempfile::TempDir {
@@ -23,19 +25,13 @@ fn generate_greedy_prints_transformers_text() {
     for name in ["qwen2", "llama3"] {
         let dir = model_dir(name);
         let case = &expected_json(name)["greedy"][1];
-        let out = minordpo(&[
-            "--device",
-            "cpu",
-            "generate",
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt",
-            case["prompt"].as_str().unwrap(),
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "24",
-        ]);
+        let out = minordpo(&command_line(
+            "--device cpu generate --temperature 0 --max-new-tokens 24",
+            &[
+                ("--model", dir.to_str().unwrap()),
+                ("--prompt", case["prompt"].as_str().unwrap()),
+            ],
+        ));
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(
             String::from_utf8(out.stdout.clone()).unwrap(),
@@ -50,27 +46,15 @@ fn generate_greedy_prints_transformers_text() {
 fn generate_chat_with_system_and_sampling_is_reproducible() {
     let dir = model_dir("qwen3");
     let run = |seed: &str| {
-        let out = minordpo(&[
-            "generate",
-            "--device",
-            "cpu",
-            "--model",
-            dir.to_str().unwrap(),
-            "--chat",
-            "Hi",
-            "--system",
-            "Be brief.",
-            "--temperature",
-            "0.8",
-            "--top-p",
-            "0.9",
-            "--top-k",
-            "20",
-            "--seed",
-            seed,
-            "--max-new-tokens",
-            "12",
-        ]);
+        let mut args = command_line(
+            "generate --device cpu --chat Hi --temperature 0.8 --top-p 0.9 --top-k 20",
+            &[
+                ("--model", dir.to_str().unwrap()),
+                ("--system", "Be brief."),
+            ],
+        );
+        args.extend(["--seed", seed, "--max-new-tokens", "12"]);
+        let out = minordpo(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         out.stdout
     };
@@ -106,17 +90,15 @@ fn help_explains_every_generate_flag() {
 }
 
 fn generate_in(dir: &Path) -> Output {
-    minordpo(&[
-        "generate",
-        "--device",
-        "cpu",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "Hi",
-        "--max-new-tokens",
-        "2",
-    ])
+    minordpo(&command_line(
+        "generate --device cpu --prompt Hi --max-new-tokens 2",
+        &[("--model", dir.to_str().unwrap())],
+    ))
+}
+
+/// `generate` on the model in `dir` fails cleanly, saying each of `needles`.
+fn generate_fails(dir: &Path, needles: &[&str]) {
+    assert_clean_failure(&generate_in(dir), needles);
 }
 
 #[test]
@@ -145,17 +127,14 @@ fn unsupported_architecture_names_found_and_supported() {
 fn missing_tokenizer_is_named() {
     let tmp = copy_model("qwen2");
     std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
-    assert_clean_failure(&generate_in(tmp.path()), &["tokenizer.json", "not found"]);
+    generate_fails(tmp.path(), &["tokenizer.json", "not found"]);
 }
 
 #[test]
 fn missing_weights_file_is_named() {
     let tmp = copy_model("qwen2");
     std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
-    assert_clean_failure(
-        &generate_in(tmp.path()),
-        &["model.safetensors", "not found"],
-    );
+    generate_fails(tmp.path(), &["model.safetensors", "not found"]);
 }
 
 #[test]
@@ -170,10 +149,7 @@ fn missing_and_unexpected_tensors_are_named() {
         .filter(|(name, _)| name != "model.norm.weight")
         .collect();
     safetensors::serialize_to_file(kept.clone(), None, &path).unwrap();
-    assert_clean_failure(
-        &generate_in(tmp.path()),
-        &["missing tensor `model.norm.weight`"],
-    );
+    generate_fails(tmp.path(), &["missing tensor `model.norm.weight`"]);
 
     let mut extra = kept;
     let (_, view) = st.tensors().into_iter().next().unwrap();
@@ -183,22 +159,16 @@ fn missing_and_unexpected_tensors_are_named() {
         st.tensor("model.norm.weight").unwrap(),
     ));
     safetensors::serialize_to_file(extra, None, &path).unwrap();
-    assert_clean_failure(
-        &generate_in(tmp.path()),
-        &["unexpected", "model.extra_thing.weight"],
-    );
+    generate_fails(tmp.path(), &["unexpected", "model.extra_thing.weight"]);
 }
 
 #[test]
 fn corrupt_weights_and_config_are_reported() {
     let tmp = copy_model("qwen2");
     std::fs::write(tmp.path().join("model.safetensors"), b"\x00garbage\xff").unwrap();
-    assert_clean_failure(
-        &generate_in(tmp.path()),
-        &["model.safetensors", "safetensors"],
-    );
+    generate_fails(tmp.path(), &["model.safetensors", "safetensors"]);
     std::fs::write(tmp.path().join("config.json"), b"{\"vocab_size\": 3").unwrap();
-    assert_clean_failure(&generate_in(tmp.path()), &["config.json", "invalid JSON"]);
+    generate_fails(tmp.path(), &["config.json", "invalid JSON"]);
 }
 
 #[test]
@@ -241,23 +211,9 @@ fn generate_applies_a_peft_adapter() {
 fn bench_prints_one_json_line_with_its_figures() {
     let model = model_dir("llama3");
     for (what, value) in [("--preset", "tiny"), ("--model", model.to_str().unwrap())] {
-        let out = minordpo(&[
-            "--device",
-            "cpu",
-            "bench",
-            what,
-            value,
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--steps",
-            "2",
-            "--warmup",
-            "0",
-            "--logprob-chunk",
-            "8",
-        ]);
+        let mut args = words("--device cpu bench --batch-size 2 --seq-len 16 --steps 2");
+        args.extend(["--warmup", "0", "--logprob-chunk", "8", what, value]);
+        let out = minordpo(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(stdout.lines().count(), 1, "{stdout}");

@@ -233,16 +233,7 @@ fn fresh_adapters_give_exactly_ln2() {
     let device = Device::flex();
     let dir = model_dir("llama3");
     let mut model = CausalLm::load(&dir, &device).unwrap();
-    let settings = LoraSettings {
-        r: 8,
-        alpha: 16.0,
-        dropout: 0.0,
-        targets: lora::DEFAULT_TARGETS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        use_rslora: false,
-    };
+    let settings = LoraSettings::on_every_projection(8, 16.0, 0.0);
     lora::attach(&mut model, &settings, 1, &device);
     let tokenizer = Tokenizer::load(&dir).unwrap();
     let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
@@ -368,16 +359,7 @@ fn evaluation_applies_no_lora_dropout() {
     let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
     let device = Device::flex().autodiff();
     let mut model = CausalLm::load(&dir, &device).unwrap();
-    let settings = LoraSettings {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.5,
-        targets: lora::DEFAULT_TARGETS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        use_rslora: false,
-    };
+    let settings = LoraSettings::on_every_projection(4, 8.0, 0.5);
     lora::attach(&mut model, &settings, 3, &device);
     // A nonzero B, so that dropout on the adapter input would change the outputs.
     for (_, linear) in model.projections_mut() {

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_clean_failure, minordpo};
+use common::{assert_clean_failure, command_line, minordpo, words};
 use serde_json::Value;
 
 fn write_rows(dir: &Path) -> String {
@@ -22,6 +22,13 @@ fn write_rows(dir: &Path) -> String {
     let path = dir.join("sft.jsonl");
     std::fs::write(&path, rows.join("\n")).unwrap();
     path.to_string_lossy().into_owned()
+}
+
+/// Asserts that `text` says each of `needles`.
+fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "lacks {needle:?}: {text}");
+    }
 }
 
 fn losses(out: &Path) -> Vec<f64> {
@@ -40,25 +47,14 @@ fn sft(tmp: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
     let model = common::model_dir("llama3");
     let data = write_rows(tmp);
     let out = tmp.join(name);
-    let mut args = vec![
-        "--device",
-        "cpu",
-        "sft",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        &data,
-        "--output",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "4",
-        "--logging-steps",
-        "1",
-        "--warmup-steps",
-        "1",
-        "--max-length",
-        "64",
-    ];
+    let mut args = command_line(
+        "--device cpu sft --batch-size 4 --logging-steps 1 --warmup-steps 1 --max-length 64",
+        &[
+            ("--model", model.to_str().unwrap()),
+            ("--data", &data),
+            ("--output", out.to_str().unwrap()),
+        ],
+    );
     args.extend_from_slice(extra);
     let result = minordpo(&args);
     assert!(result.status.success(), "{}", common::stderr(&result));
@@ -68,18 +64,8 @@ fn sft(tmp: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
 #[test]
 fn lora_sft_learns_and_writes_a_peft_adapter() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = sft(
-        tmp.path(),
-        "lora",
-        &[
-            "--max-steps",
-            "25",
-            "--learning-rate",
-            "1e-2",
-            "--lora-r",
-            "8",
-        ],
-    );
+    let extra = words("--max-steps 25 --learning-rate 1e-2 --lora-r 8");
+    let out = sft(tmp.path(), "lora", &extra);
     let l = losses(&out);
     assert_eq!(l.len(), 25);
     assert!(l[24] < 0.5 * l[0], "loss {} → {}", l[0], l[24]);
@@ -112,43 +98,26 @@ fn lora_sft_learns_and_writes_a_peft_adapter() {
 #[test]
 fn full_sft_learns_and_writes_a_whole_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = sft(
-        tmp.path(),
-        "full",
-        &[
-            "--method",
-            "full",
-            "--max-steps",
-            "20",
-            "--learning-rate",
-            "3e-3",
-            "--save-steps",
-            "10",
-        ],
-    );
-    let l = losses(&out);
-    assert!(l[19] < 0.5 * l[0], "loss {} → {}", l[0], l[19]);
+    let extra = words("--method full --max-steps 20 --learning-rate 3e-3 --save-steps 10");
+    let out = sft(tmp.path(), "full", &extra);
     // The checkpoint holds the whole model beside its optimizer state.
     for dir in [out.join("model"), out.join("checkpoint-10/model")] {
         for file in ["config.json", "model.safetensors", "tokenizer.json"] {
             assert!(dir.join(file).is_file(), "{}/{file}", dir.display());
         }
     }
+    let l = losses(&out);
+    assert!(l[19] < 0.5 * l[0], "loss {} → {}", l[0], l[19]);
     // the trained model generates its training completion
     let model = out.join("model");
-    let generated = minordpo(&[
-        "--device",
-        "cpu",
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "The capital of France is",
-        "--max-new-tokens",
-        "6",
-        "--temperature",
-        "0",
-    ]);
+    let args = command_line(
+        "--device cpu generate --max-new-tokens 6 --temperature 0",
+        &[
+            ("--model", model.to_str().unwrap()),
+            ("--prompt", "The capital of France is"),
+        ],
+    );
+    let generated = minordpo(&args);
     assert!(generated.status.success(), "{}", common::stderr(&generated));
     assert!(
         String::from_utf8_lossy(&generated.stdout).contains("Paris"),
@@ -164,17 +133,15 @@ fn bad_sft_rows_are_named() {
     let check = |name: &str, text: &str, needles: &[&str]| {
         let path = tmp.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = minordpo(&[
-            "--device",
-            "cpu",
-            "sft",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            path.to_str().unwrap(),
-            "--output",
-            tmp.path().join("out").to_str().unwrap(),
-        ]);
+        let output = tmp.path().join("out");
+        let out = minordpo(&command_line(
+            "--device cpu sft",
+            &[
+                ("--model", model.to_str().unwrap()),
+                ("--data", path.to_str().unwrap()),
+                ("--output", output.to_str().unwrap()),
+            ],
+        ));
         assert_clean_failure(&out, needles);
     };
     check(
@@ -245,15 +212,9 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
 
     let (stdout, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
     // the printed table: a header, a rule and one row per run
-    assert!(
-        stdout.contains("| run | learning rate | test accuracy (greedy)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("| DPO | 0.001 |") && stdout.contains("| MinorDPO | 0.001 |"),
-        "{stdout}"
-    );
-    assert!(stderr.contains("pairs from 16 questions"), "{stderr}");
+    assert_contains(&stdout, &["| run | learning rate | test accuracy (greedy)"]);
+    assert_contains(&stdout, &["| DPO | 0.001 |", "| MinorDPO | 0.001 |"]);
+    assert_contains(&stderr, &["pairs from 16 questions"]);
 
     let report = std::fs::read_to_string(output.join("report.md")).unwrap();
     assert!(report.starts_with("# MinorDPO vs DPO"));
@@ -339,14 +300,8 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
         train_out.to_str().unwrap(),
     ]);
     assert!(!stderr.contains("building"), "{stderr}");
-    assert!(
-        stdout.contains("greedy accuracy on 8 test questions"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("try next:") && stdout.contains("--adapter"),
-        "{stdout}"
-    );
+    assert_contains(&stdout, &["greedy accuracy on 8 test questions"]);
+    assert_contains(&stdout, &["try next:", "--adapter"]);
     assert!(
         train_out
             .join("adapter/adapter_model.safetensors")

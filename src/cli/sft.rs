@@ -30,11 +30,6 @@ pub fn run(choice: DeviceChoice, args: SftArgs) -> anyhow::Result<()> {
     args.overrides.apply(&mut config);
     eprintln!("config:\n{}", crate::io::to_ron(&config));
     let summary = crate::sft::sft(&config, Resume::from_flag(args.resume))?;
-    eprintln!(
-        "done: {} steps; result in {}, metrics in {}",
-        summary.steps,
-        summary.result.display(),
-        config.output.join("metrics.jsonl").display()
-    );
+    eprintln!("done: {summary}");
     Ok(())
 }

@@ -41,12 +41,7 @@ pub fn run(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
     let demo = builtin::fill_in(&mut config)?;
     eprintln!("config:\n{}", config.to_ron());
     let summary = crate::dpo::train(&config, Resume::from_flag(args.resume))?;
-    eprintln!(
-        "done: {} steps; adapter in {}, metrics in {}",
-        summary.steps,
-        summary.result.display(),
-        summary.output.join("metrics.jsonl").display()
-    );
+    eprintln!("done: {summary}");
     if let Some(demo) = &demo {
         let summary = builtin::closing_summary(&config, demo, &summary.output)?;
         println!("{summary}");

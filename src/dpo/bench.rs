@@ -26,38 +26,23 @@ use crate::train::optim::{AdamW, Trained};
 use crate::train::window::StepWindow;
 use crate::train::{Update, optimizer_step};
 
-/// Model shapes to benchmark without downloading weights (`config.json` of each model).
+/// `(name, the text of configs/bench/NAME.json)`.
+macro_rules! preset {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../configs/bench/", $name, ".json")),
+        )
+    };
+}
+
+/// Model shapes to benchmark without downloading weights: each model's own `config.json`, kept in
+/// `configs/bench/`.
 pub const PRESETS: [(&str, &str); 4] = [
-    (
-        "tiny",
-        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 256,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-            "vocab_size": 400, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-            "rope_theta": 10000.0, "tie_word_embeddings": true}"#,
-    ),
-    (
-        "smollm2-135m",
-        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 576, "intermediate_size": 1536,
-            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-            "vocab_size": 49152, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
-            "rope_theta": 100000.0, "tie_word_embeddings": true}"#,
-    ),
-    (
-        "qwen2.5-0.5b",
-        r#"{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 896, "intermediate_size": 4864,
-            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-            "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0, "tie_word_embeddings": true}"#,
-    ),
-    (
-        "llama-3.2-1b",
-        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
-            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
-            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
-            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#,
-    ),
+    preset!("tiny"),
+    preset!("smollm2-135m"),
+    preset!("qwen2.5-0.5b"),
+    preset!("llama-3.2-1b"),
 ];
 
 /// What to benchmark.
@@ -191,16 +176,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     };
     model.config.check_sequence_length(s.seq_len)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let settings = LoraSettings {
-        r: s.lora_r,
-        alpha: 2.0 * s.lora_r as f64,
-        dropout: 0.0,
-        targets: lora::DEFAULT_TARGETS
-            .iter()
-            .map(|t| t.to_string())
-            .collect(),
-        use_rslora: false,
-    };
+    let settings = LoraSettings::on_every_projection(s.lora_r, 2.0 * s.lora_r as f64, 0.0);
     lora::attach(&mut model, &settings, s.seed, &device);
     let vocab = model.config.vocab_size as u64;
     let mut rng = Rng::new(s.seed);

@@ -10,19 +10,15 @@ pub mod metrics;
 pub mod reference_cache;
 pub mod step;
 
-use std::path::Path;
-
 use burn::prelude::*;
 
 use crate::data::{TokenizedPair, make_batch, read_pairs};
 use crate::error::Result;
 use crate::model::CausalLm;
 use crate::model::lora::{self, LoraSettings};
-use crate::tokenizer::Tokenizer;
 use crate::train::method::Method;
-use crate::train::split::read_split;
 use crate::train::window::StatRows;
-use crate::train::{MetricsLine, MicroBatch, Objective, Resume, Run, TrainSummary};
+use crate::train::{MetricsLine, MicroBatch, Objective, Resume, TrainSummary};
 pub use config::{FIELDS, TrainConfig, TrainOverrides};
 use eval::{PairScoring, evaluate};
 use loss::LossParams;
@@ -105,15 +101,12 @@ impl Objective for DpoObjective {
         metrics_line(&stats, "eval_")
     }
 
-    fn progress(&self, line: &MetricsLine) -> String {
-        let get = |k: &str| line.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        format!(
-            "loss {:.4}  acc {:.2}  margin {:.3}  {:.0} tok/s",
-            get("loss"),
-            get("rewards/accuracies"),
-            get("rewards/margins"),
-            get("tokens_per_second")
-        )
+    fn progress(&self) -> &'static [(&'static str, &'static str, usize)] {
+        &[
+            ("loss", "loss", 4),
+            ("acc", "rewards/accuracies", 2),
+            ("margin", "rewards/margins", 3),
+        ]
     }
 }
 
@@ -137,20 +130,14 @@ fn attach_adapters(
 
 /// Runs a whole preference-training job, optionally continuing from a checkpoint.
 pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
-    config.validate()?;
-    let resume = resume.map(|r| r.resolve(&config.output)).transpose()?;
-    let settings = config.training();
-    let device = crate::train::training_device(&settings)?;
-    let tokenizer = Tokenizer::load(&config.model)?;
-    let read = |path: &Path| read_pairs(path, &tokenizer, config.max_length);
-    let eval_data = config.eval_data.as_deref();
-    let (pairs, eval_pairs) = read_split(&config.data, eval_data, &settings, "pair", read)?;
-    let (mut model, _) = CausalLm::load_frozen(&config.model, &device, config.frozen_precision)?;
-    let lora = attach_adapters(config, &mut model, &device)?;
+    let (start, rows) = config.start(resume, "pair", read_pairs)?;
+    let device = &start.device;
+    let (mut model, _) = CausalLm::load_frozen(&config.model, device, config.frozen_precision)?;
+    let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(
         "training: {} pairs ({} eval), {} × {} pairs per step, {} loss, β = {}",
-        pairs.len(),
-        eval_pairs.len(),
+        rows.train.len(),
+        rows.eval.len(),
         config.batch_size,
         config.gradient_accumulation_steps,
         config.loss,
@@ -159,7 +146,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
     let scoring = PairScoring {
         params: config.loss_params(),
         batch_size: config.batch_size,
-        pad_id: tokenizer.pad_id(),
+        pad_id: start.tokenizer.pad_id(),
         logprob_chunk: config.logprob_chunk,
     };
     std::fs::create_dir_all(&config.output)
@@ -169,30 +156,30 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
             &config.output,
             &config.model,
             &model,
-            &pairs,
+            &rows.train,
             (config.batch_size, scoring.pad_id),
             config.logprob_chunk,
-            &device,
+            device,
         )?)
     } else {
         None
     };
     let mut objective = DpoObjective {
-        pairs,
-        eval_pairs,
+        pairs: rows.train,
+        eval_pairs: rows.eval,
         reference,
         scoring,
         group_by_length: config.group_by_length,
         device: device.clone(),
     };
-    let run = Run {
-        settings: &settings,
-        config_ron: config.to_ron(),
-        base: &config.model,
-        method: Method::Lora(lora),
-        resume,
-    };
-    crate::train::train(run, &mut model, &mut objective, &device)
+    let method = Method::Lora(lora);
+    start.train(
+        config.to_ron(),
+        &config.model,
+        method,
+        &mut model,
+        &mut objective,
+    )
 }
 
 #[cfg(test)]

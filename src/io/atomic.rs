@@ -72,13 +72,17 @@ pub fn write_dir(dir: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<
 mod tests {
     use super::*;
 
+    fn text(path: impl AsRef<Path>) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
     #[test]
     fn files_and_directories_are_replaced_whole() {
         let root = tempfile::tempdir().unwrap();
         let file = root.path().join("sub/a.json");
         write_file(&file, "1").unwrap();
         write_file(&file, "2").unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "2");
+        assert_eq!(text(&file), "2");
 
         let dir = root.path().join("adapter");
         write_dir(&dir, |tmp| write_file(&tmp.join("x"), "old")).unwrap();
@@ -87,12 +91,12 @@ mod tests {
             !dir.join("x").exists(),
             "the old directory is replaced, not merged"
         );
-        assert_eq!(std::fs::read_to_string(dir.join("y")).unwrap(), "new");
+        assert_eq!(text(dir.join("y")), "new");
 
         // A failed build leaves the previous version in place.
         let failed = write_dir(&dir, |_| Err(Error::Invalid("boom".into())));
         assert!(failed.is_err());
-        assert_eq!(std::fs::read_to_string(dir.join("y")).unwrap(), "new");
+        assert_eq!(text(dir.join("y")), "new");
         let left: Vec<_> = std::fs::read_dir(root.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -106,7 +110,7 @@ mod tests {
         std::fs::rename(&dir, &stranded).unwrap();
         let failed = write_dir(&dir, |_| Err(Error::Invalid("boom".into())));
         assert!(failed.is_err());
-        assert_eq!(std::fs::read_to_string(dir.join("y")).unwrap(), "new");
+        assert_eq!(text(dir.join("y")), "new");
         assert!(!stranded.exists());
     }
 }

@@ -14,10 +14,7 @@
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::Flex;
 use burn::backend::ndarray::NdArray;
 use burn::backend::tensor::FloatTensor;
@@ -25,7 +22,7 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
 
-use super::cpu;
+use super::{autodiff, cpu};
 
 /// The two operations (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -205,96 +202,39 @@ impl LeanActivationGradOps for Flex {
 impl<B: LeanActivationOps + LeanActivationGradOps, C: CheckpointStrategy> LeanActivationOps
     for Autodiff<B, C>
 {
+    /// The backward keeps `(gate, up)`.
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SwiGlu;
-
-        impl<B: LeanActivationGradOps> Backward<B, 2> for SwiGlu {
-            /// `(gate, up)`.
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let (gate, up) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let [gate_node, up_node] = ops.parents;
-                if let Some(node) = up_node {
-                    let d_up = B::swiglu_grad_up(gate.clone(), grad.clone());
-                    grads.register::<B>(node.id, d_up);
-                }
-                if let Some(node) = gate_node {
-                    grads.register::<B>(node.id, B::swiglu_grad_gate(gate, up, grad));
-                }
-            }
-        }
-
-        match SwiGlu
-            .prepare::<C>([gate.node(), up.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (g, u) = (gate.into_primitive(), up.into_primitive());
-                let out = B::swiglu(g.clone(), u.clone());
-                prep.finish((g, u), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive()))
-            }
-        }
+        autodiff::op::<B, C, _, 2>(
+            [gate, up],
+            |[g, u]| (B::swiglu(g.clone(), u.clone()), (g, u)),
+            |[g, u]| B::swiglu(g, u),
+            |(gate, up), grad, [need_gate, need_up]| {
+                let d_up = need_up.then(|| B::swiglu_grad_up(gate.clone(), grad.clone()));
+                [need_gate.then(|| B::swiglu_grad_gate(gate, up, grad)), d_up]
+            },
+        )
     }
 
+    /// The backward keeps the output `y`.
     fn softmax_last(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Softmax;
-
-        impl<B: LeanActivationGradOps> Backward<B, 1> for Softmax {
-            /// The output `y`.
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, B::softmax_last_grad(ops.state, grad));
-                }
-            }
-        }
-
-        match Softmax
-            .prepare::<C>([tensor.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::softmax_last(tensor.into_primitive());
-                prep.finish(out.clone(), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(tensor.into_primitive())),
-        }
+        autodiff::op::<B, C, _, 1>(
+            [tensor],
+            |[x]| {
+                let y = B::softmax_last(x);
+                (y.clone(), y)
+            },
+            |[x]| B::softmax_last(x),
+            |y, grad, _| [Some(B::softmax_last_grad(y, grad))],
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_rel_err;
     use burn::tensor::Distribution;
     use burn::tensor::activation::{silu, softmax};
-
-    fn max_rel_err(a: Tensor<3>, b: Tensor<3>) -> f32 {
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        let err: f32 = (a - b).abs().max().into_scalar();
-        err / scale.max(1e-6)
-    }
 
     fn random(shape: [usize; 3], device: &Device) -> Tensor<3> {
         Tensor::random(shape, Distribution::Normal(0.0, 2.0), device)

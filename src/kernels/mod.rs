@@ -7,12 +7,14 @@
 //!   projection as one op, through `gemm` directly on flex (`projection/gemm.rs`);
 //! - `activations.rs`: SwiGLU and the attention softmax, `rms_norm.rs`: RMSNorm with a frozen
 //!   weight, as single operations that keep less for the backward;
-//! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex.
+//! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
+//! - `autodiff.rs`: the backward plumbing every op shares (one `Backward` for all of them).
 //!
 //! Other backends (ndarray, and whatever lacks a kernel) run the same operations as plain tensor
 //! ops.
 
 pub mod activations;
+mod autodiff;
 mod cpu;
 pub mod logprobs;
 pub mod projection;
@@ -22,3 +24,15 @@ pub use activations::{softmax_last, swiglu};
 pub use logprobs::linear_logprobs;
 pub use projection::{frozen_matmul, lora_matmul};
 pub use rms_norm::rms_norm;
+
+/// The largest elementwise difference between `actual` and `expected`, relative to the largest
+/// magnitude in `expected`: the kernel tests' measure against plain tensor ops.
+#[cfg(test)]
+pub(crate) fn max_rel_err<const D: usize>(
+    actual: burn::prelude::Tensor<D>,
+    expected: burn::prelude::Tensor<D>,
+) -> f32 {
+    let scale: f32 = expected.clone().abs().max().into_scalar();
+    let err: f32 = (actual - expected).abs().max().into_scalar();
+    err / scale.max(1e-6)
+}

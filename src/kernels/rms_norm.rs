@@ -12,10 +12,7 @@
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::Flex;
 use burn::backend::ndarray::NdArray;
 use burn::backend::tensor::FloatTensor;
@@ -24,7 +21,7 @@ use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::cpu;
+use super::{autodiff, cpu};
 
 /// The operation (differentiable in `x`: `Autodiff` routes to the impl below) and its gradient.
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -123,44 +120,23 @@ impl RmsNormOps for Flex {
 
 impl<B: RmsNormOps, C: CheckpointStrategy> RmsNormOps for Autodiff<B, C> {
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct RmsNorm;
-
-        impl<B: RmsNormOps> Backward<B, 1> for RmsNorm {
-            /// The input `[rows, d]`, the weight `[d]` and `eps`.
-            type State = (FloatTensor<B>, FloatTensor<B>, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let (x, weight, eps) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, B::rms_norm_grad(x, weight, grad, eps));
-                }
-            }
-        }
-
-        // Only `x` is a parent: the weight is frozen by contract.
+        // Only `x` is an input: the weight is frozen by contract. The backward keeps `x`, the
+        // weight `[d]` and `eps`.
         let weight = weight.into_primitive();
-        match RmsNorm.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = x.into_primitive();
-                let out = B::rms_norm(x.clone(), weight.clone(), eps);
-                prep.finish((x, weight, eps), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x.into_primitive(), weight, eps)),
-        }
+        let kept = weight.clone();
+        autodiff::op::<B, C, _, 1>(
+            [x],
+            move |[x]| (B::rms_norm(x.clone(), kept.clone(), eps), (x, kept, eps)),
+            move |[x]| B::rms_norm(x, weight, eps),
+            |(x, weight, eps), grad, _| [Some(B::rms_norm_grad(x, weight, grad, eps))],
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_rel_err;
     use burn::tensor::Distribution;
 
     /// Against the decomposed formula: values and `∂x` within 1e-5 relative.
@@ -177,16 +153,10 @@ mod tests {
         let plain = x.clone() * (variance + eps).sqrt().recip() * weight.unsqueeze();
         let g1 = (fused.clone() * cot.clone()).sum().backward();
         let g2 = (plain.clone() * cot).sum().backward();
-        let close = |a: Tensor<3>, b: Tensor<3>| {
-            let scale: f32 = b.clone().abs().max().into_scalar();
-            let err: f32 = (a - b).abs().max().into_scalar();
-            assert!(
-                err <= 1e-5 * scale.max(1.0),
-                "max error {err} (scale {scale})"
-            );
-        };
-        close(fused.inner(), plain.inner());
-        close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+        let e = max_rel_err(fused.inner(), plain.inner());
+        assert!(e <= 1e-5, "values: {e}");
+        let e = max_rel_err(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+        assert!(e <= 1e-5, "∂x: {e}");
     }
 
     crate::device::on_every_backend!(check => rms_norm_matches_plain_ops_on_flex, rms_norm_matches_plain_ops_on_ndarray, rms_norm_matches_plain_ops_on_wgpu);

@@ -18,6 +18,24 @@ pub struct LayerCache {
     pub kv: Option<(Tensor<4>, Tensor<4>)>,
 }
 
+/// What every layer of one forward pass shares: the rotary tables of its positions, `cos`/`sin`
+/// `[1, 1, seq, head_dim]`, and the additive causal mask `[g·seq, past + seq]` (0 where allowed, a
+/// large negative where not).
+pub struct Positions {
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+    pub mask: Tensor<2>,
+}
+
+impl Positions {
+    /// For `seq` new positions after `past` cached ones, with `group` query heads per K/V head.
+    pub fn new(rope: &Rope, past: usize, seq: usize, group: usize, device: &Device) -> Self {
+        let (cos, sin) = rope.tables(past, seq, device);
+        let mask = causal_mask(seq, past, group, device);
+        Self { cos, sin, mask }
+    }
+}
+
 /// One attention layer.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -33,16 +51,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x` `[batch, seq, hidden]`; `cos`/`sin` `[1, 1, seq, head_dim]`; `mask` additive
-    /// `[g·seq, past + seq]` (0 where allowed, a large negative where not).
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
-        mask: &Tensor<2>,
-        cache: Option<&mut LayerCache>,
-    ) -> Tensor<3> {
+    /// `x` `[batch, seq, hidden]` at positions `at`, extending the K/V cache `kv` when given →
+    /// `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = h / kvh;
@@ -59,11 +70,12 @@ impl Attention {
             _ => (q, k),
         };
         // → [batch, heads, seq, hd]
+        let (cos, sin) = (&at.cos, &at.sin);
         let q = Rope::apply(q.swap_dims(1, 2), cos, sin);
         let k = Rope::apply(k.swap_dims(1, 2), cos, sin);
         let v = v.swap_dims(1, 2);
 
-        let (k, v) = match cache {
+        let (k, v) = match kv {
             Some(cache) => {
                 let (k, v) = match cache.kv.take() {
                     Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
@@ -82,7 +94,7 @@ impl Attention {
         let q = q.reshape([batch, kvh, group * seq, hd]) * (1.0 / (hd as f64).sqrt());
         let scores = q.matmul(k.swap_dims(2, 3));
         // [batch, kvh, g·seq, total]
-        let scores = scores + mask.clone().reshape([1, 1, group * seq, total]);
+        let scores = scores + at.mask.clone().reshape([1, 1, group * seq, total]);
         let probs = softmax_last(scores);
         let out = probs.matmul(v); // [batch, kvh, g·seq, hd]
         let out = out
@@ -94,7 +106,7 @@ impl Attention {
 }
 
 /// Additive causal mask `[group·seq, past + seq]` for `seq` new queries after `past` cached keys.
-pub fn causal_mask(seq: usize, past: usize, group: usize, device: &Device) -> Tensor<2> {
+fn causal_mask(seq: usize, past: usize, group: usize, device: &Device) -> Tensor<2> {
     const MASKED: f32 = -1e30;
     let total = past + seq;
     let mut rows = Vec::with_capacity(group * seq * total);

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use super::attention::{Attention, LayerCache};
+use super::attention::{Attention, LayerCache, Positions};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 
@@ -16,22 +16,11 @@ pub struct Block {
 }
 
 impl Block {
-    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
-        mask: &Tensor<2>,
-        cache: Option<&mut LayerCache>,
-    ) -> Tensor<3> {
-        let attn = self.self_attn.forward(
-            self.input_layernorm.forward(x.clone()),
-            cos,
-            sin,
-            mask,
-            cache,
-        );
+    /// `[batch, seq, hidden]` at positions `at` (with the layer's K/V cache `kv`) →
+    /// `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let attn = self.self_attn.forward(normed, at, kv);
         let h = x + attn;
         let mlp = self
             .mlp

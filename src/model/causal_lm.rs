@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType};
 
-use super::attention::{Attention, LayerCache, causal_mask};
+use super::attention::{Attention, LayerCache, Positions};
 use super::block::Block;
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::ModelConfig;
@@ -206,8 +206,7 @@ impl CausalLm {
         let [_, seq] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let group = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let (cos, sin) = self.rope.tables(past, seq, &device);
-        let mask = causal_mask(seq, past, group, &device);
+        let positions = Positions::new(&self.rope, past, seq, group, &device);
 
         let mut x = embedding(self.embed_tokens.val(), tokens);
         if let Some(cache) = cache.as_deref_mut()
@@ -217,7 +216,7 @@ impl CausalLm {
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &cos, &sin, &mask, layer_cache);
+            x = layer.forward(x, &positions, layer_cache);
         }
         if let Some(cache) = cache {
             cache.len += seq;

@@ -42,6 +42,18 @@ pub struct LoraSettings {
 }
 
 impl LoraSettings {
+    /// Adapters of rank `r` on every projection (`DEFAULT_TARGETS`), without rsLoRA.
+    pub fn on_every_projection(r: usize, alpha: f64, dropout: f64) -> Self {
+        let targets = DEFAULT_TARGETS.map(str::to_owned).to_vec();
+        Self {
+            r,
+            alpha,
+            dropout,
+            targets,
+            use_rslora: false,
+        }
+    }
+
     /// Settings from config fields: `targets` is comma-separated (`q_proj,v_proj`); no rsLoRA.
     pub fn from_fields(r: usize, alpha: f64, dropout: f64, targets: &str) -> Self {
         Self {

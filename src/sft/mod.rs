@@ -6,19 +6,15 @@
 pub mod config;
 pub mod data;
 
-use std::path::Path;
-
 use burn::prelude::*;
 
 use crate::error::Result;
 use crate::model::CausalLm;
 use crate::model::logprobs::{label_hits, label_logps, scored_positions};
 use crate::model::lora;
-use crate::tokenizer::Tokenizer;
 use crate::train::method::{Method, unfreeze};
-use crate::train::split::read_split;
 use crate::train::window::StatRows;
-use crate::train::{MetricsLine, MicroBatch, Objective, Resume, Run, TrainSummary};
+use crate::train::{MetricsLine, MicroBatch, Objective, Resume, TrainSummary};
 pub use config::{SFT_FIELDS, SftConfig, SftMethod, SftOverrides};
 use data::{SftBatch, SftExample, make_batch, read_examples};
 
@@ -120,14 +116,8 @@ impl Objective for SftObjective {
         line
     }
 
-    fn progress(&self, line: &MetricsLine) -> String {
-        let get = |k: &str| line.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        format!(
-            "loss {:.4}  token acc {:.3}  {:.0} tok/s",
-            get("loss"),
-            get("mean_token_accuracy"),
-            get("tokens_per_second")
-        )
+    fn progress(&self) -> &'static [(&'static str, &'static str, usize)] {
+        &[("loss", "loss", 4), ("token acc", "mean_token_accuracy", 3)]
     }
 }
 
@@ -157,23 +147,17 @@ pub fn evaluate(
 
 /// Runs a whole SFT job, optionally continuing from a checkpoint.
 pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
-    config.validate()?;
-    let resume = resume.map(|r| r.resolve(&config.output)).transpose()?;
-    let settings = config.training();
-    let device = crate::train::training_device(&settings)?;
-    let tokenizer = Tokenizer::load(&config.model)?;
-    let read = |path: &Path| read_examples(path, &tokenizer, config.max_length);
-    let eval_data = config.eval_data.as_deref();
-    let (examples, eval_examples) = read_split(&config.data, eval_data, &settings, "row", read)?;
-    let mut model = CausalLm::load(&config.model, &device)?;
+    let (start, rows) = config.start(resume, "row", read_examples)?;
+    let device = &start.device;
+    let mut model = CausalLm::load(&config.model, device)?;
     let method = match config.method {
         SftMethod::Full => {
             model = unfreeze(model);
             Method::Full
         }
         SftMethod::Lora => {
-            let lora_settings = settings.lora();
-            lora::attach(&mut model, &lora_settings, config.seed, &device);
+            let lora_settings = start.settings.lora();
+            lora::attach(&mut model, &lora_settings, config.seed, device);
             lora::require_adapters(&model, &config.lora_targets)?;
             Method::Lora(lora_settings)
         }
@@ -181,24 +165,24 @@ pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     eprintln!(
         "sft ({:?}): {} examples ({} eval), {} × {} rows per step",
         config.method,
-        examples.len(),
-        eval_examples.len(),
+        rows.train.len(),
+        rows.eval.len(),
         config.batch_size,
         config.gradient_accumulation_steps
     );
     let mut objective = SftObjective {
-        examples,
-        eval_examples,
+        examples: rows.train,
+        eval_examples: rows.eval,
         batch_size: config.batch_size,
-        pad_id: tokenizer.pad_id(),
+        pad_id: start.tokenizer.pad_id(),
         device: device.clone(),
     };
-    let run = Run {
-        settings: &settings,
-        config_ron: crate::io::to_ron(config),
-        base: &config.model,
+    let config_ron = crate::io::to_ron(config);
+    start.train(
+        config_ron,
+        &config.model,
         method,
-        resume,
-    };
-    crate::train::train(run, &mut model, &mut objective, &device)
+        &mut model,
+        &mut objective,
+    )
 }

@@ -204,37 +204,29 @@ fn write_python_json(
             _ => out.push_str(&value.to_string()),
         },
         ValueKind::String => out.push_str(&quote(value.as_str().unwrap_or_default())),
-        ValueKind::Seq | ValueKind::Iterable => {
+        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => {
+            // A map iterates over its keys.
+            let is_map = matches!(value.kind(), ValueKind::Map);
+            let (open, close) = if is_map { ('{', '}') } else { ('[', ']') };
             let items: Vec<Value> = value.try_iter()?.collect();
-            out.push('[');
+            out.push(open);
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(separator);
                 }
                 newline(out, depth + 1);
-                write_python_json(item, indent, depth + 1, out)?;
+                if is_map {
+                    out.push_str(&quote(&item.to_string()));
+                    out.push_str(": ");
+                    write_python_json(&value.get_item(item)?, indent, depth + 1, out)?;
+                } else {
+                    write_python_json(item, indent, depth + 1, out)?;
+                }
             }
             if !items.is_empty() {
                 newline(out, depth);
             }
-            out.push(']');
-        }
-        ValueKind::Map => {
-            let keys: Vec<Value> = value.try_iter()?.collect();
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(separator);
-                }
-                newline(out, depth + 1);
-                out.push_str(&quote(&key.to_string()));
-                out.push_str(": ");
-                write_python_json(&value.get_item(key)?, indent, depth + 1, out)?;
-            }
-            if !keys.is_empty() {
-                newline(out, depth);
-            }
-            out.push('}');
+            out.push(close);
         }
         _ => out.push_str(&quote(&value.to_string())),
     }
@@ -245,18 +237,21 @@ fn write_python_json(
 mod tests {
     use super::*;
 
+    /// `template` rendered over one user message `content`, without special tokens.
+    fn render_user(template: &ChatTemplate, content: &str, add_generation_prompt: bool) -> String {
+        let messages = [Message::new("user", content)];
+        let special = SpecialTokens::default();
+        template
+            .render(&messages, add_generation_prompt, &special)
+            .unwrap()
+    }
+
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     #[test]
     fn chatml_renders_with_generation_prompt() {
         let t = ChatTemplate::new(CHATML).unwrap();
-        let out = t
-            .render(
-                &[Message::new("user", "Hi")],
-                true,
-                &SpecialTokens::default(),
-            )
-            .unwrap();
+        let out = render_user(&t, "Hi", true);
         assert_eq!(
             out,
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -289,13 +284,7 @@ mod tests {
     #[test]
     fn tojson_matches_python() {
         let t = ChatTemplate::new("{{ messages[0] | tojson }}").unwrap();
-        let out = t
-            .render(
-                &[Message::new("user", "é<")],
-                false,
-                &SpecialTokens::default(),
-            )
-            .unwrap();
+        let out = render_user(&t, "é<", false);
         assert_eq!(out, r#"{"role": "user", "content": "é<"}"#);
         // json.dumps({"a": [1, 2.0, None, True], "b": {}}, indent=2)
         let t =

@@ -17,6 +17,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod settings;
 pub mod split;
+pub mod start;
 pub mod window;
 
 use std::path::{Path, PathBuf};
@@ -79,8 +80,20 @@ pub trait Objective {
     /// Evaluation metrics (`eval_…`) of the current model.
     fn evaluate(&mut self, model: &CausalLm) -> MetricsLine;
 
-    /// A short progress summary of a metrics line.
-    fn progress(&self, line: &MetricsLine) -> String;
+    /// What the progress bar shows of a metrics line: `(label, metric, decimals)` (tokens per
+    /// second follow).
+    fn progress(&self) -> &'static [(&'static str, &'static str, usize)];
+}
+
+/// The progress text of a metrics line: each of `shown` (`label value`), then tokens per second.
+fn progress_text(line: &MetricsLine, shown: &[(&str, &str, usize)]) -> String {
+    let get = |k: &str| line.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let mut parts: Vec<String> = shown
+        .iter()
+        .map(|(label, key, decimals)| format!("{label} {:.*}", decimals, get(key)))
+        .collect();
+    parts.push(format!("{:.0} tok/s", get("tokens_per_second")));
+    parts.join("  ")
 }
 
 /// Where a run continues from.
@@ -146,6 +159,19 @@ pub struct TrainSummary {
     /// `OUTPUT/adapter` or `OUTPUT/model`.
     pub result: PathBuf,
     pub last_log: MetricsLine,
+}
+
+impl std::fmt::Display for TrainSummary {
+    /// `N steps; result in OUTPUT/adapter, metrics in OUTPUT/metrics.jsonl`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let metrics = self.output.join("metrics.jsonl");
+        let (result, metrics) = (self.result.display(), metrics.display());
+        write!(
+            f,
+            "{} steps; result in {result}, metrics in {metrics}",
+            self.steps
+        )
+    }
 }
 
 /// Restores the checkpoint the run continues from, or starts fresh; returns the method, the
@@ -297,7 +323,7 @@ pub fn train(
                 line.extend(objective.evaluate(model));
             }
             log.append(&line)?;
-            progress.message(done, objective.progress(&line));
+            progress.message(done, progress_text(&line, objective.progress()));
             last_log = line;
         }
         if cadence.save {
@@ -323,6 +349,21 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_shows_the_chosen_metrics_then_throughput() {
+        let line: MetricsLine = serde_json::from_str(
+            r#"{"loss": 0.693147, "rewards/accuracies": 0.5, "tokens_per_second": 1234.4}"#,
+        )
+        .unwrap();
+        let shown = [
+            ("loss", "loss", 4),
+            ("acc", "rewards/accuracies", 2),
+            ("gap", "gap", 1),
+        ];
+        let text = progress_text(&line, &shown);
+        assert_eq!(text, "loss 0.6931  acc 0.50  gap NaN  1234 tok/s");
+    }
 
     #[test]
     fn the_last_step_logs_evaluates_and_saves() {

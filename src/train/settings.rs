@@ -142,6 +142,20 @@ macro_rules! training_config {
         }
 
         impl $name {
+            /// Validates the config and reads what its run starts from (every command's own
+            /// fields include `model` and `data`): see [`Start::new`](crate::train::start::Start::new).
+            pub fn start<T>(
+                &self,
+                resume: Option<$crate::train::Resume>,
+                what: &str,
+                read: $crate::train::start::ReadRows<T>,
+            ) -> $crate::error::Result<($crate::train::start::Start, $crate::train::start::Rows<T>)> {
+                self.validate()?;
+                let eval_data = self.eval_data.as_deref();
+                let settings = self.training();
+                $crate::train::start::Start::new(settings, &self.model, &self.data, eval_data, resume, what, read)
+            }
+
             /// The shared training fields.
             pub fn training(&self) -> $crate::train::settings::TrainingSettings {
                 $crate::train::settings::TrainingSettings {

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::train::plan::epoch_order;
-use crate::train::settings::TrainingSettings;
 
 /// Splits off `fraction` of `items` (at least one, never all; needs two or more items), chosen by
 /// a seeded shuffle.
@@ -48,27 +47,6 @@ pub fn split_for_eval<T>(
         }
         None => Ok((items, Vec::new())),
     }
-}
-
-/// The training and evaluation examples of a run: `read` applied to `data` (and to `eval_data`
-/// when given), then [`split_for_eval`] with the run's `eval_split` and `seed`.
-pub fn read_split<T>(
-    data: &Path,
-    eval_data: Option<&Path>,
-    settings: &TrainingSettings,
-    what: &str,
-    read: impl Fn(&Path) -> Result<Vec<T>>,
-) -> Result<(Vec<T>, Vec<T>)> {
-    let items = read(data)?;
-    let eval_items = eval_data.map(&read).transpose()?;
-    split_for_eval(
-        items,
-        eval_items,
-        settings.eval_split,
-        settings.seed,
-        data,
-        what,
-    )
 }
 
 #[cfg(test)]

@@ -68,6 +68,20 @@ pub fn minordpo(args: &[&str]) -> Output {
         .expect("run minordpo")
 }
 
+/// The words of a command line written as one string (flags and values without spaces), so that a
+/// test's fixed arguments read as the line a user would type.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `words(line)` followed by each `(flag, value)` of `valued` (values that may hold spaces, such as
+/// paths).
+pub fn command_line<'a>(line: &'a str, valued: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    let mut args = words(line);
+    args.extend(valued.iter().flat_map(|(flag, value)| [*flag, *value]));
+    args
+}
+
 /// The captured stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -200,28 +200,22 @@ mod tests {
         }
     }
 
+    /// Each answer worked by hand; its problem is the one it names ("So A op B = C").
     #[test]
     fn worked_answers_by_hand() {
-        assert_eq!(
-            problem(47, Op::Add, 385).worked_answer(),
-            "7 + 5 = 12, carry 1. 4 + 8 + 1 = 13, carry 1. 0 + 3 + 1 = 4. So 47 + 385 = 432. The answer is 432."
-        );
-        assert_eq!(
-            problem(85, Op::Add, 47).worked_answer(),
-            "5 + 7 = 12, carry 1. 8 + 4 + 1 = 13, carry 1. Carry 1. So 85 + 47 = 132. The answer is 132."
-        );
-        assert_eq!(
-            problem(532, Op::Sub, 87).worked_answer(),
-            "12 - 7 = 5, borrow 1. 13 - 8 - 1 = 4, borrow 1. 5 - 0 - 1 = 4. So 532 - 87 = 445. The answer is 445."
-        );
-        assert_eq!(
-            problem(305, Op::Sub, 12).worked_answer(),
-            "5 - 2 = 3. 10 - 1 = 9, borrow 1. 3 - 0 - 1 = 2. So 305 - 12 = 293. The answer is 293."
-        );
-        assert_eq!(
-            problem(24, Op::Add, 31).worked_answer(),
-            "4 + 1 = 5. 2 + 3 = 5. So 24 + 31 = 55. The answer is 55."
-        );
+        let by_hand = [
+            "7 + 5 = 12, carry 1. 4 + 8 + 1 = 13, carry 1. 0 + 3 + 1 = 4. So 47 + 385 = 432. The answer is 432.",
+            "5 + 7 = 12, carry 1. 8 + 4 + 1 = 13, carry 1. Carry 1. So 85 + 47 = 132. The answer is 132.",
+            "12 - 7 = 5, borrow 1. 13 - 8 - 1 = 4, borrow 1. 5 - 0 - 1 = 4. So 532 - 87 = 445. The answer is 445.",
+            "5 - 2 = 3. 10 - 1 = 9, borrow 1. 3 - 0 - 1 = 2. So 305 - 12 = 293. The answer is 293.",
+            "4 + 1 = 5. 2 + 3 = 5. So 24 + 31 = 55. The answer is 55.",
+        ];
+        for expected in by_hand {
+            let named: Vec<&str> = expected.split("So ").nth(1).unwrap().split(' ').collect();
+            let op = if named[1] == "+" { Op::Add } else { Op::Sub };
+            let (a, b) = (named[0].parse().unwrap(), named[2].parse().unwrap());
+            assert_eq!(problem(a, op, b).worked_answer(), expected);
+        }
     }
 
     #[test]

@@ -20,10 +20,7 @@
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::Flex;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ndarray::NdArray;
@@ -36,7 +33,8 @@ mod cpu_rows;
 mod rows;
 mod wgsl_rows;
 
-use rows::{PlainRows, forward, forward_with_direction, grad_hidden, grad_weight};
+use super::autodiff;
+use rows::{Operands, PlainRows, forward, forward_with_direction, gradients};
 
 /// The fused LM-head log-prob operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -51,19 +49,9 @@ pub trait LinearLogprobOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Its gradients, run by the backward pass on the inner backend.
+/// Its backward work, run on the inner backend.
 #[backend_extension(Cube, Fusion, Flex, NdArray)]
 pub trait LinearLogprobGradOps: Backend {
-    /// `∂/∂hidden` `[rows, H]` given the output gradient `grad` `[rows]`.
-    #[fusion(dtype = hidden, shape = hidden)]
-    fn linear_logprobs_grad_hidden(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        grad: FloatTensor<Self>,
-        chunk: usize,
-    ) -> FloatTensor<Self>;
-
     /// The forward's `log p(target)` `[rows]` together with its gradient direction
     /// `(onehot − softmax) · Wᵀ` `[rows, H]` (for a frozen weight: the backward is then
     /// `grad ⊙ direction`).
@@ -78,15 +66,16 @@ pub trait LinearLogprobGradOps: Backend {
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `∂/∂weight` `[H, V]` given the output gradient (only when the weight is trained).
-    #[fusion(dtype = weight, shape = weight)]
-    fn linear_logprobs_grad_weight(
+    /// `(∂/∂hidden [rows, H], ∂/∂weight [H, V])` given the output gradient `grad` `[rows]` (for a
+    /// trained weight).
+    #[fusion(meta = |hidden, weight, _targets, _grad, _chunk| (hidden.clone(), weight.clone()))]
+    fn linear_logprobs_gradients(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
         grad: FloatTensor<Self>,
         chunk: usize,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Log-probs of `targets` under `softmax(hidden · weight)`, computed `chunk` rows at a time
@@ -115,38 +104,31 @@ macro_rules! impl_ops {
                 targets: IntTensor<Self>,
                 chunk: usize,
             ) -> FloatTensor<Self> {
-                forward::<Self>($rows(&hidden), hidden, weight, targets, chunk)
+                let rows = $rows(&hidden);
+                forward::<Self>(rows, Operands::new(hidden, weight, targets, chunk))
             }
         }
 
         impl LinearLogprobGradOps for $backend {
-            fn linear_logprobs_grad_hidden(
-                hidden: FloatTensor<Self>,
-                weight: FloatTensor<Self>,
-                targets: IntTensor<Self>,
-                grad: FloatTensor<Self>,
-                chunk: usize,
-            ) -> FloatTensor<Self> {
-                grad_hidden::<Self>($rows(&hidden), hidden, weight, targets, grad, chunk)
-            }
-
             fn linear_logprobs_with_direction(
                 hidden: FloatTensor<Self>,
                 weight: FloatTensor<Self>,
                 targets: IntTensor<Self>,
                 chunk: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                forward_with_direction::<Self>($rows(&hidden), hidden, weight, targets, chunk)
+                let rows = $rows(&hidden);
+                forward_with_direction::<Self>(rows, Operands::new(hidden, weight, targets, chunk))
             }
 
-            fn linear_logprobs_grad_weight(
+            fn linear_logprobs_gradients(
                 hidden: FloatTensor<Self>,
                 weight: FloatTensor<Self>,
                 targets: IntTensor<Self>,
                 grad: FloatTensor<Self>,
                 chunk: usize,
-            ) -> FloatTensor<Self> {
-                grad_weight::<Self>($rows(&hidden), hidden, weight, targets, grad, chunk)
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                let rows = $rows(&hidden);
+                gradients::<Self>(rows, Operands::new(hidden, weight, targets, chunk), grad)
             }
         }
     };
@@ -165,117 +147,60 @@ impl<B: LinearLogprobOps + LinearLogprobGradOps, C: CheckpointStrategy> LinearLo
         targets: IntTensor<Self>,
         chunk: usize,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Fused;
-
-        impl<B: LinearLogprobOps + LinearLogprobGradOps> Backward<B, 2> for Fused {
-            /// The inputs themselves (the weight is shared, not copied) and the chunk size.
-            type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, usize);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let (hidden, weight, targets, chunk) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let [hidden_node, weight_node] = ops.parents;
-                if let Some(node) = weight_node {
-                    let dw = B::linear_logprobs_grad_weight(
-                        hidden.clone(),
-                        weight.clone(),
-                        targets.clone(),
-                        grad.clone(),
-                        chunk,
-                    );
-                    grads.register::<B>(node.id, dw);
-                }
-                if let Some(node) = hidden_node {
-                    let dh = B::linear_logprobs_grad_hidden(hidden, weight, targets, grad, chunk);
-                    grads.register::<B>(node.id, dh);
-                }
-            }
-        }
-
-        #[derive(Debug)]
-        struct FrozenWeight;
-
-        impl<B: LinearLogprobOps + LinearLogprobGradOps> Backward<B, 1> for FrozenWeight {
-            /// The gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`.
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node); // [rows]
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    let rows = grad.shape()[0];
-                    let grad = B::float_reshape(grad, Shape::new([rows, 1]));
-                    grads.register::<B>(node.id, B::float_mul(ops.state, grad));
-                }
-            }
-        }
-
-        if !weight.is_tracked() {
-            return match FrozenWeight
-                .prepare::<C>([hidden.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let (out, direction) = B::linear_logprobs_with_direction(
-                        hidden.into_primitive(),
-                        weight.into_primitive(),
+        let untracked_targets = targets.clone();
+        let untracked = move |hidden: FloatTensor<B>, weight: FloatTensor<B>| {
+            B::linear_logprobs(hidden, weight, untracked_targets, chunk)
+        };
+        if weight.is_tracked() {
+            // The backward recomputes each chunk's logits from the inputs.
+            return autodiff::op::<B, C, _, 2>(
+                [hidden, weight],
+                move |[hidden, weight]| {
+                    let op = Operands::<B> {
+                        hidden,
+                        weight,
                         targets,
                         chunk,
+                    };
+                    let out = B::linear_logprobs(
+                        op.hidden.clone(),
+                        op.weight.clone(),
+                        op.targets.clone(),
+                        chunk,
                     );
-                    prep.finish(direction, out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::linear_logprobs(
-                    hidden.into_primitive(),
-                    weight.into_primitive(),
-                    targets,
-                    chunk,
-                )),
-            };
+                    (out, op)
+                },
+                move |[hidden, weight]| untracked(hidden, weight),
+                |op, grad, _| {
+                    let (dh, dw) = B::linear_logprobs_gradients(
+                        op.hidden, op.weight, op.targets, grad, op.chunk,
+                    );
+                    [Some(dh), Some(dw)]
+                },
+            );
         }
-
-        match Fused
-            .prepare::<C>([hidden.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (h, w) = (hidden.into_primitive(), weight.into_primitive());
-                let out = B::linear_logprobs(h.clone(), w.clone(), targets.clone(), chunk);
-                prep.finish((h, w, targets, chunk), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_logprobs(
-                hidden.into_primitive(),
-                weight.into_primitive(),
-                targets,
-                chunk,
-            )),
-        }
+        // A frozen weight: the backward keeps only the forward's gradient direction `[rows, H]`.
+        let weight = weight.into_primitive();
+        let kept = weight.clone();
+        autodiff::op::<B, C, _, 1>(
+            [hidden],
+            move |[hidden]| B::linear_logprobs_with_direction(hidden, kept, targets, chunk),
+            move |[hidden]| untracked(hidden, weight),
+            |direction, grad, _| {
+                let rows = grad.shape()[0];
+                let grad = B::float_reshape(grad, Shape::new([rows, 1]));
+                [Some(B::float_mul(direction, grad))]
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_rel_err;
     use burn::tensor::Distribution;
     use burn::tensor::activation::log_softmax;
-
-    fn max_rel_err(a: Tensor<2>, b: Tensor<2>) -> f32 {
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        let err: f32 = (a - b).abs().max().into_scalar();
-        err / scale.max(1e-6)
-    }
 
     /// The fused op against `log_softmax(h·W)[target]`: values and gradients, for a trained weight
     /// (both gradients, recomputed in the backward) and a frozen one (the forward's direction).
@@ -315,7 +240,7 @@ mod tests {
         };
         let (out_f, dh_f, dw_f) = run(true);
         let (out_p, dh_p, dw_p) = run(false);
-        let e = max_rel_err(out_f.unsqueeze_dim(0), out_p.unsqueeze_dim(0));
+        let e = max_rel_err(out_f, out_p);
         assert!(e <= 1e-5, "values: {e}");
         let e = max_rel_err(dh_f, dh_p);
         assert!(e <= 1e-5, "∂hidden: {e}");

@@ -1,7 +1,7 @@
 //! The chunked driver of the fused LM-head log-prob op, shared by every backend: chunk ranges,
-//! each chunk's logits, the forward and the three gradients. The row-wise softmax work on one
-//! chunk is a [`RowOps`]: plain tensor ops here ([`PlainRows`]), fused CPU kernels on flex
-//! (`cpu_rows`), WGSL kernels on wgpu (`wgsl_rows`).
+//! each chunk's logits, the forward (with or without the frozen weight's gradient direction) and
+//! the gradients. The row-wise softmax work on one chunk is a [`RowOps`]: plain tensor ops here
+//! ([`PlainRows`]), fused CPU kernels on flex (`cpu_rows`), WGSL kernels on wgpu (`wgsl_rows`).
 
 use burn::backend::Backend;
 use burn::backend::TensorMetadata;
@@ -106,93 +106,93 @@ impl<B: Backend> RowOps<B> for PlainRows {
     }
 }
 
-/// The chunks of a call: `(rows of hidden [c, H], logits [c, V], targets [c], range)`.
-fn chunk_logits<'a, B: Backend>(
-    rows: &'a dyn RowOps<B>,
-    hidden: &'a FloatTensor<B>,
-    weight: &'a FloatTensor<B>,
-    targets: &'a IntTensor<B>,
-    chunk: usize,
-) -> impl Iterator<Item = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, (usize, usize))> + 'a {
-    chunk_ranges(hidden.shape()[0], chunk.min(rows.max_rows())).map(move |(s, e)| {
-        let h = row_slice::<B>(hidden, s, e);
-        let logits = rows.matmul(h.clone(), weight.clone());
-        let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
-        (h, logits, t, (s, e))
-    })
+/// One call's operands: `hidden` `[rows, H]`, `weight` `[H, V]`, `targets` `[rows]` and the rows
+/// per chunk (also the state the backward keeps for a trained weight: the inputs themselves, the
+/// weight shared, not copied).
+#[derive(Clone, Debug)]
+pub(super) struct Operands<B: Backend> {
+    pub hidden: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub targets: IntTensor<B>,
+    pub chunk: usize,
 }
 
-/// The forward with `rows` doing the row work.
-pub(super) fn forward<B: Backend>(
-    rows: &dyn RowOps<B>,
-    hidden: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    targets: IntTensor<B>,
-    chunk: usize,
-) -> FloatTensor<B> {
-    let targets = rows.prepare_targets(targets);
-    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
-        .map(|(_, logits, t, _)| rows.pick(logits, t))
-        .collect();
-    B::float_cat(parts, 0)
+impl<B: Backend> Operands<B> {
+    pub fn new(
+        hidden: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        targets: IntTensor<B>,
+        chunk: usize,
+    ) -> Self {
+        Self {
+            hidden,
+            weight,
+            targets,
+            chunk,
+        }
+    }
+
+    /// The chunks: `(rows of hidden [c, H], logits [c, V], targets [c], range)`, with `rows`
+    /// doing the row work.
+    fn chunks<'a>(
+        &'a self,
+        rows: &'a dyn RowOps<B>,
+    ) -> impl Iterator<Item = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, (usize, usize))> + 'a
+    {
+        let targets = rows.prepare_targets(self.targets.clone());
+        let chunk = self.chunk.min(rows.max_rows());
+        chunk_ranges(self.hidden.shape()[0], chunk).map(move |(s, e)| {
+            let h = row_slice::<B>(&self.hidden, s, e);
+            let logits = rows.matmul(h.clone(), self.weight.clone());
+            let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
+            (h, logits, t, (s, e))
+        })
+    }
 }
 
-/// The forward and the gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`, with `rows`
-/// doing the row work.
+/// `log p(target)` `[rows]`.
+pub(super) fn forward<B: Backend>(rows: &dyn RowOps<B>, op: Operands<B>) -> FloatTensor<B> {
+    let parts = op
+        .chunks(rows)
+        .map(|(_, logits, t, _)| rows.pick(logits, t));
+    B::float_cat(parts.collect(), 0)
+}
+
+/// `log p(target)` `[rows]` and the gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`.
 pub(super) fn forward_with_direction<B: Backend>(
     rows: &dyn RowOps<B>,
-    hidden: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    targets: IntTensor<B>,
-    chunk: usize,
+    op: Operands<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let targets = rows.prepare_targets(targets);
-    let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let (logps, directions): (Vec<_>, Vec<_>) =
-        chunk_logits(rows, &hidden, &weight, &targets, chunk)
-            .map(|(_, logits, t, _)| {
-                let (picked, d) = rows.pick_and_unit_grad(logits, t); // [c], onehot − softmax [c, V]
-                (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
-            })
-            .unzip();
+    let weight_t = B::float_transpose(op.weight.clone()); // [V, H]
+    let (logps, directions): (Vec<_>, Vec<_>) = op
+        .chunks(rows)
+        .map(|(_, logits, t, _)| {
+            let (picked, d) = rows.pick_and_unit_grad(logits, t); // [c], onehot − softmax [c, V]
+            (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
+        })
+        .unzip();
     (B::float_cat(logps, 0), B::float_cat(directions, 0))
 }
 
-/// `∂/∂hidden` `[rows, H]` with `rows` doing the row work.
-pub(super) fn grad_hidden<B: Backend>(
+/// `(∂/∂hidden [rows, H], ∂/∂weight [H, V])` given the output gradient `grad` `[rows]`, from one
+/// recomputation of each chunk's logits.
+pub(super) fn gradients<B: Backend>(
     rows: &dyn RowOps<B>,
-    hidden: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    targets: IntTensor<B>,
+    op: Operands<B>,
     grad: FloatTensor<B>,
-    chunk: usize,
-) -> FloatTensor<B> {
-    let targets = rows.prepare_targets(targets);
-    let weight_t = B::float_transpose(weight.clone()); // [V, H]
-    let parts = chunk_logits(rows, &hidden, &weight, &targets, chunk)
-        .map(|(_, logits, t, (s, e))| {
-            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
-            rows.matmul(d, weight_t.clone()) // [c, H]
-        })
-        .collect();
-    B::float_cat(parts, 0)
-}
-
-/// `∂/∂weight` `[H, V]` with `rows` doing the row work.
-pub(super) fn grad_weight<B: Backend>(
-    rows: &dyn RowOps<B>,
-    hidden: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    targets: IntTensor<B>,
-    grad: FloatTensor<B>,
-    chunk: usize,
-) -> FloatTensor<B> {
-    let targets = rows.prepare_targets(targets);
-    chunk_logits(rows, &hidden, &weight, &targets, chunk)
-        .map(|(h, logits, t, (s, e))| {
-            let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e));
-            rows.matmul(B::float_transpose(h), d) // [H, V]
-        })
-        .reduce(B::float_add)
-        .expect("at least one row")
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let weight_t = B::float_transpose(op.weight.clone()); // [V, H]
+    let mut d_hidden = Vec::new();
+    let mut d_weight = None;
+    for (h, logits, t, (s, e)) in op.chunks(rows) {
+        let d = rows.logit_grad(logits, t, row_slice::<B>(&grad, s, e)); // [c, V]
+        d_hidden.push(rows.matmul(d.clone(), weight_t.clone())); // [c, H]
+        let part = rows.matmul(B::float_transpose(h), d); // [H, V]
+        d_weight = Some(match d_weight {
+            Some(sum) => B::float_add(sum, part),
+            None => part,
+        });
+    }
+    let d_weight = d_weight.expect("at least one row");
+    (B::float_cat(d_hidden, 0), d_weight)
 }

@@ -1,7 +1,7 @@
 //! The fused log-prob operation on CubeCL's wgpu runtime: each chunk's logits come from CubeCL's
 //! own (autotuned) matmul, and the row-wise work — the log-sum-exp and target pick of the forward,
 //! `g·(onehot − softmax)` of the backward, written in place — runs in the hand-written WGSL kernels
-//! `shaders/logprobs_{forward,backward}.wgsl` (sharing the row reduction of
+//! `shaders/logprobs_{forward,backward}.wgsl` (sharing the bindings and the row reduction of
 //! `shaders/logprobs_rows.wgsl`), one pass over each row instead of the five separate kernels (max,
 //! subtract, exp, sum, log) of the decomposed path.
 
@@ -22,7 +22,7 @@ const WORKGROUP: u32 = 256;
 /// Rows per launch at most (one workgroup per row, along one grid axis).
 const MAX_ROWS: usize = 65_535;
 
-/// The row reduction both kernels use.
+/// The bindings and the row reduction both kernels use (prepended to each).
 const ROWS: &str = include_str!("../../../shaders/logprobs_rows.wgsl");
 
 /// One of the two row kernels.
@@ -65,7 +65,7 @@ fn i32_targets(targets: IntTensor<CubeBackend>) -> IntTensor<CubeBackend> {
 }
 
 /// Runs `kernel` over the `[rows, vocab]` contiguous `logits`, one workgroup per row.
-fn launch(kernel: RowKernel, logits: &CubeTensor, targets: &CubeTensor, third: &CubeTensor) {
+fn launch(kernel: RowKernel, logits: &CubeTensor, targets: &CubeTensor, values: &CubeTensor) {
     let [rows, vocab] = [logits.shape()[0], logits.shape()[1]];
     let info: Vec<u8> = [rows as u32, vocab as u32]
         .iter()
@@ -79,7 +79,7 @@ fn launch(kernel: RowKernel, logits: &CubeTensor, targets: &CubeTensor, third: &
         KernelArguments::new().with_buffers(vec![
             logits.handle.clone().binding(),
             targets.handle.clone().binding(),
-            third.handle.clone().binding(),
+            values.handle.clone().binding(),
             info.binding(),
         ]),
     );

@@ -16,10 +16,7 @@
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::Flex;
 use burn::backend::ndarray::NdArray;
 use burn::backend::ops::FloatTensorOps;
@@ -28,6 +25,8 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
+
+use crate::kernels::autodiff;
 
 pub(crate) mod gemm;
 
@@ -132,122 +131,70 @@ fn widen_like(weight: FloatTensor<Flex>, x: &FloatTensor<Flex>) -> FloatTensor<F
     }
 }
 
+/// Only `x` (and LoRA's factors) are inputs: the weight is frozen by contract, and the backward
+/// keeps the *stored* weight.
 impl<B: ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodiff<B, C> {
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct FrozenMatmul;
-
-        impl<B: ProjectionOps> Backward<B, 1> for FrozenMatmul {
-            /// The stored weight `[d_in, d_out]`.
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node); // [rows, d_out]
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    // ∂x = g · Wᵀ, the same op on the transposed weight: [rows, d_in]
-                    let dx = B::frozen_matmul(grad, B::float_transpose(ops.state));
-                    grads.register::<B>(node.id, dx);
-                }
-            }
-        }
-
-        // Only `x` is a parent: the weight is frozen by contract.
         let weight = weight.into_primitive();
-        match FrozenMatmul
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::frozen_matmul(x.into_primitive(), weight.clone());
-                prep.finish(weight, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::frozen_matmul(x.into_primitive(), weight)),
-        }
+        let kept = weight.clone();
+        autodiff::op::<B, C, _, 1>(
+            [x],
+            move |[x]| (B::frozen_matmul(x, kept.clone()), kept),
+            move |[x]| B::frozen_matmul(x, weight),
+            // ∂x = g · Wᵀ, the same op on the transposed weight: [rows, d_in]
+            |weight, grad, _| [Some(B::frozen_matmul(grad, B::float_transpose(weight)))],
+        )
     }
 
+    /// The backward keeps `x` `[rows, d_in]`, the weight, `a` `[d_in, r]`, `b` `[r, d_out]` and
+    /// `u = x · a` `[rows, r]`: the inputs (shared, not copied) and one small product.
     fn lora_matmul(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LoraMatmul;
-
-        impl<B: ProjectionOps> Backward<B, 3> for LoraMatmul {
-            /// `x` `[rows, d_in]`, the stored weight, `a` `[d_in, r]`, `b` `[r, d_out]` and
-            /// `u = x · a` `[rows, r]`: the inputs (shared, not copied) and one small product.
-            type State = [FloatTensor<B>; 5];
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let [x, weight, a, b, u] = ops.state;
-                let grad = grads.consume::<B>(&ops.node); // [rows, d_out]
-                let [x_node, a_node, b_node] = ops.parents;
-                if let Some(node) = b_node {
-                    // ∂b = uᵀ · g: [r, d_out]
-                    let db = B::float_matmul(B::float_transpose(u), grad.clone());
-                    grads.register::<B>(node.id, db);
-                }
-                if x_node.is_none() && a_node.is_none() {
-                    return;
-                }
-                // ∂u = g · bᵀ: [rows, r]
-                let du = B::float_matmul(grad.clone(), B::float_transpose(b));
-                if let Some(node) = a_node {
-                    // ∂a = xᵀ · ∂u: [d_in, r]
-                    let da = B::float_matmul(B::float_transpose(x), du.clone());
-                    grads.register::<B>(node.id, da);
-                }
-                if let Some(node) = x_node {
-                    // ∂x = g · Wᵀ + ∂u · aᵀ: [rows, d_in]
-                    let dx = B::matmul_add_product(
-                        grad,
-                        B::float_transpose(weight),
-                        du,
-                        B::float_transpose(a),
-                    );
-                    grads.register::<B>(node.id, dx);
-                }
-            }
-        }
-
         let weight = weight.into_primitive();
-        match LoraMatmul
-            .prepare::<C>([x.node(), a.node(), b.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, a, b) = (x.into_primitive(), a.into_primitive(), b.into_primitive());
+        let kept = weight.clone();
+        autodiff::op::<B, C, _, 3>(
+            [x, a, b],
+            move |[x, a, b]| {
                 let u = B::float_matmul(x.clone(), a.clone());
-                let out = B::matmul_add_product(x.clone(), weight.clone(), u.clone(), b.clone());
-                prep.finish([x, weight, a, b, u], out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::lora_matmul(
-                x.into_primitive(),
-                weight,
-                a.into_primitive(),
-                b.into_primitive(),
-            )),
-        }
+                let out = B::matmul_add_product(x.clone(), kept.clone(), u.clone(), b.clone());
+                (out, [x, kept, a, b, u])
+            },
+            move |[x, a, b]| B::lora_matmul(x, weight, a, b),
+            lora_gradient::<B>,
+        )
     }
+}
+
+/// LoRA's backward from `g = ∂out` `[rows, d_out]`.
+fn lora_gradient<B: ProjectionOps>(
+    [x, weight, a, b, u]: [FloatTensor<B>; 5],
+    grad: FloatTensor<B>,
+    [need_x, need_a, need_b]: [bool; 3],
+) -> [Option<FloatTensor<B>>; 3] {
+    // ∂b = uᵀ · g: [r, d_out]
+    let db = need_b.then(|| B::float_matmul(B::float_transpose(u), grad.clone()));
+    if !need_x && !need_a {
+        return [None, None, db];
+    }
+    // ∂u = g · bᵀ: [rows, r]
+    let du = B::float_matmul(grad.clone(), B::float_transpose(b));
+    // ∂a = xᵀ · ∂u: [d_in, r]
+    let da = need_a.then(|| B::float_matmul(B::float_transpose(x), du.clone()));
+    // ∂x = g · Wᵀ + ∂u · aᵀ: [rows, d_in]
+    let dx = need_x.then(|| {
+        B::matmul_add_product(grad, B::float_transpose(weight), du, B::float_transpose(a))
+    });
+    [dx, da, db]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_rel_err;
     use burn::tensor::Distribution;
 
     fn normal(shape: [usize; 2], device: &Device) -> Tensor<2> {
@@ -255,12 +202,8 @@ mod tests {
     }
 
     fn close(a: Tensor<2>, b: Tensor<2>) {
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        let err: f32 = (a - b).abs().max().into_scalar();
-        assert!(
-            err <= 1e-5 * scale.max(1.0),
-            "max error {err} (scale {scale})"
-        );
+        let e = max_rel_err(a, b);
+        assert!(e <= 1e-5, "max relative error {e}");
     }
 
     /// Both ops (or only the LoRA one, which runs the frozen product inside it) against ordinary
