@@ -143,17 +143,21 @@ fn check(model_name: &str, data: &str) {
 fn standard_rows_match_trl_and_peft() {
     check("qwen2", "standard");
     check("llama3", "standard");
+    check("gemma3", "standard");
 }
 
 #[test]
 fn implicit_prompt_rows_match_trl_and_peft() {
     check("qwen2", "implicit");
     check("llama3", "implicit");
+    check("gemma3", "implicit");
 }
 
 #[test]
 fn conversational_rows_match_trl_and_peft() {
     check("qwen2", "conversational");
+    // Gemma's chat template writes the BOS; TRL's rules add no second one.
+    check("gemma3", "conversational");
 }
 
 /// Frozen weights rounded from the fixture's f32 to bf16 (LoRA, activations and the embeddings in
@@ -260,6 +264,7 @@ fn merged_model_matches_base_plus_adapter() {
     let ids: Vec<i64> = vec![1, 57, 74, 293, 268, 223, 19, 20, 33, 2];
     for (name, tolerance, dtype) in [
         ("llama3", 1e-4, safetensors::Dtype::F32),
+        ("gemma3", 1e-4, safetensors::Dtype::F32),
         ("qwen2", 0.1, safetensors::Dtype::BF16),
     ] {
         let dir = model_dir(name);

@@ -4,13 +4,16 @@
 
 mod common;
 
+use std::path::Path;
+
 use burn::prelude::*;
 use minordpo::generate::sampling::Sampling;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
 use minordpo::model::CausalLm;
 use minordpo::tokenizer::Tokenizer;
+use serde_json::Value;
 
-use common::{MODELS, expected_json, expected_tensor, model_dir};
+use common::{MODELS, expected_json, expected_tensor, model_dir, read_tensor};
 
 const LOGIT_TOLERANCE: f64 = 1e-4;
 
@@ -46,9 +49,15 @@ fn check_logits(name: &str, device: &Device) {
 fn check_greedy(name: &str, device: &Device) {
     let dir = model_dir(name);
     let model = CausalLm::load(&dir, device).unwrap();
-    let tokenizer = Tokenizer::load(&dir).unwrap();
-    let defaults = GenerationDefaults::load(&dir).unwrap();
-    for case in expected_json(name)["greedy"].as_array().unwrap() {
+    check_greedy_cases(name, &model, &dir, &expected_json(name)["greedy"], device);
+}
+
+/// Each greedy case (prompt, its ids, the new ids and their text) of `cases`, for `model` loaded
+/// from `dir`.
+fn check_greedy_cases(name: &str, model: &CausalLm, dir: &Path, cases: &Value, device: &Device) {
+    let tokenizer = Tokenizer::load(dir).unwrap();
+    let defaults = GenerationDefaults::load(dir).unwrap();
+    for case in cases.as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = tokenizer.encode(prompt, true).unwrap();
         let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
@@ -62,10 +71,10 @@ fn check_greedy(name: &str, device: &Device) {
             max_new_tokens: 24,
             sampling: Sampling::GREEDY,
             seed: 0,
-            stop_ids: stop_ids(&defaults, &model, &tokenizer),
+            stop_ids: stop_ids(&defaults, model, &tokenizer),
         };
         let mut streamed = String::new();
-        let got = generate(&model, &tokenizer, &request, device, |s| {
+        let got = generate(model, &tokenizer, &request, device, |s| {
             streamed.push_str(s)
         })
         .unwrap();
@@ -106,6 +115,53 @@ fn logits_and_greedy_match_transformers_on_wgpu() {
     for name in MODELS {
         check_logits(name, &device);
         check_greedy(name, &device);
+    }
+}
+
+/// The real checkpoints named by `MINORDPO_REAL_MODELS` (directories joined like `PATH`), each with
+/// the reference `tests/fixtures/make_real_reference.py` wrote beside it: logits at the reference
+/// positions of a sequence longer than a sliding window, and greedy continuations. Skipped with a
+/// message when the variable is unset (the checkpoints are too large to commit).
+#[test]
+fn real_checkpoints_match_transformers() {
+    let Some(dirs) = std::env::var_os("MINORDPO_REAL_MODELS") else {
+        eprintln!("skipping: set MINORDPO_REAL_MODELS=DIR to check real checkpoints");
+        return;
+    };
+    let device = Device::flex();
+    for dir in std::env::split_paths(&dirs) {
+        let name = dir.display().to_string();
+        let model = CausalLm::load(&dir, &device).unwrap();
+        let reference = dir.join("minordpo_reference.safetensors");
+        let (_, ids) = read_tensor(&reference, "input_ids");
+        let (_, positions) = read_tensor(&reference, "positions");
+        let (shape, want) = read_tensor(&reference, "logits"); // [positions, vocab]
+        let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
+        let tokens =
+            Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, ids.len()]), &device);
+        let hidden = model.forward_hidden(tokens, None); // [1, seq, hidden]
+        let at: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+        let at = Tensor::<1, Int>::from_data(TensorData::new(at, [positions.len()]), &device);
+        let logits = model.lm_head(hidden.select(1, at)); // [1, positions, vocab]
+        assert_eq!(logits.dims(), [1, shape[0], shape[1]], "{name}");
+        let got: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().unwrap();
+        let row = shape[1];
+        for (k, position) in positions.iter().enumerate() {
+            let span = k * row..(k + 1) * row;
+            let err = got[span.clone()]
+                .iter()
+                .zip(&want[span])
+                .map(|(g, w)| (f64::from(*g) - w).abs())
+                .fold(0.0, f64::max);
+            eprintln!("{name} position {position}: max |Δlogit| = {err:.2e}");
+            assert!(
+                err <= LOGIT_TOLERANCE,
+                "{name} position {position}: {err:e}"
+            );
+        }
+        let text = std::fs::read_to_string(dir.join("minordpo_reference.json")).unwrap();
+        let reference: Value = serde_json::from_str(&text).unwrap();
+        check_greedy_cases(&name, &model, &dir, &reference["greedy"], &device);
     }
 }
 

@@ -14,7 +14,7 @@ pub struct BenchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Random weights with a real model's shape (no download): tiny, smollm2-135m,
-    /// qwen2.5-0.5b, llama-3.2-1b.
+    /// qwen2.5-0.5b, llama-3.2-1b, gemma3-270m.
     #[arg(long)]
     preset: Option<String>,
     /// Pairs per step (each pair is two sequences).

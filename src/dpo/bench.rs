@@ -38,11 +38,12 @@ macro_rules! preset {
 
 /// Model shapes to benchmark without downloading weights: each model's own `config.json`, kept in
 /// `configs/bench/`.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     preset!("tiny"),
     preset!("smollm2-135m"),
     preset!("qwen2.5-0.5b"),
     preset!("llama-3.2-1b"),
+    preset!("gemma3-270m"),
 ];
 
 /// What to benchmark.

@@ -18,20 +18,32 @@ pub struct LayerCache {
     pub kv: Option<(Tensor<4>, Tensor<4>)>,
 }
 
-/// What every layer of one forward pass shares: the rotary tables of its positions, `cos`/`sin`
-/// `[1, 1, seq, head_dim]`, and the additive causal mask `[g·seq, past + seq]` (0 where allowed, a
-/// large negative where not).
+/// What the layers of one kind share in one forward pass: the rotary tables of its positions,
+/// `cos`/`sin` `[1, 1, seq, head_dim]`, and the additive causal mask `[g·seq, past + seq]` (0
+/// where allowed, a large negative where not).
 pub struct Positions {
     pub cos: Tensor<4>,
     pub sin: Tensor<4>,
     pub mask: Tensor<2>,
 }
 
+/// Which new and cached positions one forward pass covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    /// Positions already in the cache.
+    pub past: usize,
+    /// New positions.
+    pub seq: usize,
+    /// Query heads per K/V head.
+    pub group: usize,
+}
+
 impl Positions {
-    /// For `seq` new positions after `past` cached ones, with `group` query heads per K/V head.
-    pub fn new(rope: &Rope, past: usize, seq: usize, group: usize, device: &Device) -> Self {
-        let (cos, sin) = rope.tables(past, seq, device);
-        let mask = causal_mask(seq, past, group, device);
+    /// The tables of `rope` and the causal mask over `span`, limited to the last `window`
+    /// positions when given.
+    pub fn new(rope: &Rope, span: Span, window: Option<usize>, device: &Device) -> Self {
+        let (cos, sin) = rope.tables(span.past, span.seq, device);
+        let mask = causal_mask(span, window, device);
         Self { cos, sin, mask }
     }
 }
@@ -48,6 +60,8 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// The scale of the scores (`1/√head_dim`, or Gemma's `query_pre_attn_scalar^-1/2`).
+    pub scale: f64,
 }
 
 impl Attention {
@@ -89,9 +103,9 @@ impl Attention {
         let total = k.dims()[2];
 
         // Fold each group's query heads into the sequence axis: [batch, kvh, g·seq, hd].
-        // The 1/√d scale goes on q [.., g·seq, hd] rather than on the scores [.., g·seq, total]:
-        // fewer elements whenever total > hd, forward and backward.
-        let q = q.reshape([batch, kvh, group * seq, hd]) * (1.0 / (hd as f64).sqrt());
+        // The scale goes on q [.., g·seq, hd] rather than on the scores [.., g·seq, total]: fewer
+        // elements whenever total > hd, forward and backward.
+        let q = q.reshape([batch, kvh, group * seq, hd]) * self.scale;
         let scores = q.matmul(k.swap_dims(2, 3));
         // [batch, kvh, g·seq, total]
         let scores = scores + at.mask.clone().reshape([1, 1, group * seq, total]);
@@ -105,14 +119,19 @@ impl Attention {
     }
 }
 
-/// Additive causal mask `[group·seq, past + seq]` for `seq` new queries after `past` cached keys.
-fn causal_mask(seq: usize, past: usize, group: usize, device: &Device) -> Tensor<2> {
+/// Additive causal mask `[group·seq, past + seq]` for `span.seq` new queries after `span.past`
+/// cached keys: query `i` (at position `past + i`) sees key `j` when `j ≤ past + i` and, with a
+/// window, `past + i − j < window`.
+fn causal_mask(span: Span, window: Option<usize>, device: &Device) -> Tensor<2> {
     const MASKED: f32 = -1e30;
+    let Span { past, seq, group } = span;
     let total = past + seq;
+    let window = window.unwrap_or(usize::MAX);
     let mut rows = Vec::with_capacity(group * seq * total);
     for _ in 0..group {
         for i in 0..seq {
-            rows.extend((0..total).map(|j| if j <= past + i { 0.0 } else { MASKED }));
+            let visible = |j: usize| j <= past + i && past + i - j < window;
+            rows.extend((0..total).map(|j| if visible(j) { 0.0 } else { MASKED }));
         }
     }
     Tensor::from_data(TensorData::new(rows, [group * seq, total]), device)

@@ -1,4 +1,5 @@
-//! One pre-norm decoder layer: `h = x + attn(norm(x)); out = h + mlp(norm(h))`.
+//! One pre-norm decoder layer: `h = x + attn(norm(x)); out = h + mlp(norm(h))`, or Gemma 3's
+//! sandwich `h = x + norm(attn(norm(x))); out = h + norm(mlp(norm(h)))`.
 
 use burn::prelude::*;
 
@@ -6,13 +7,23 @@ use super::attention::{Attention, LayerCache, Positions};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 
-/// A transformer block of the Llama family.
+/// A transformer block of the Llama family (Gemma 3 with its feed-forward norms).
 #[derive(Module, Debug)]
 pub struct Block {
     pub input_layernorm: RmsNorm,
     pub self_attn: Attention,
+    /// Llama: the norm of the feed-forward input. Gemma 3: the norm of the attention output.
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma 3 only: the norms of the feed-forward input and output.
+    pub feedforward_norms: Option<FeedForwardNorms>,
     pub mlp: Mlp,
+}
+
+/// Gemma 3's norms around the feed-forward sublayer.
+#[derive(Module, Debug)]
+pub struct FeedForwardNorms {
+    pub pre_feedforward_layernorm: RmsNorm,
+    pub post_feedforward_layernorm: RmsNorm,
 }
 
 impl Block {
@@ -21,10 +32,18 @@ impl Block {
     pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
         let attn = self.self_attn.forward(normed, at, kv);
-        let h = x + attn;
-        let mlp = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(h.clone()));
-        h + mlp
+        match &self.feedforward_norms {
+            None => {
+                let h = x + attn;
+                let mlp_in = self.post_attention_layernorm.forward(h.clone());
+                h + self.mlp.forward(mlp_in)
+            }
+            Some(norms) => {
+                let h = x + self.post_attention_layernorm.forward(attn);
+                let mlp_in = norms.pre_feedforward_layernorm.forward(h.clone());
+                let mlp = self.mlp.forward(mlp_in);
+                h + norms.post_feedforward_layernorm.forward(mlp)
+            }
+        }
     }
 }

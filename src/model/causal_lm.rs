@@ -8,10 +8,10 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType};
 
-use super::attention::{Attention, LayerCache, Positions};
-use super::block::Block;
+use super::attention::{Attention, LayerCache, Positions, Span};
+use super::block::{Block, FeedForwardNorms};
 use super::checkpoint::{Checkpoint, WeightSource};
-use super::config::ModelConfig;
+use super::config::{LayerKind, ModelConfig};
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
@@ -37,6 +37,9 @@ pub struct CausalLm {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     pub rope: Rope,
+    /// The RoPE of sliding-window layers when it differs (Gemma 3).
+    #[module(skip)]
+    pub local_rope: Option<Rope>,
     #[module(skip)]
     pub config: ModelConfig,
 }
@@ -64,7 +67,7 @@ impl CausalLm {
         Ok((model, frozen))
     }
 
-    /// A model of `config` with random weights (uniform, std 0.02; unit norms, zero biases) and
+    /// A model of `config` with random weights (uniform, std 0.02; unit norm scales, zero biases) and
     /// its projections stored in `frozen`: a real model's shape without its download, for
     /// benchmarks.
     pub fn random(
@@ -73,7 +76,7 @@ impl CausalLm {
         device: &Device,
         frozen: FloatDType,
     ) -> Result<Self> {
-        let mut weights = super::init::RandomWeights::new(seed);
+        let mut weights = super::init::RandomWeights::new(seed, config.norm_weight_offset);
         Self::from_checkpoint(config, &mut weights, device, frozen)
     }
 
@@ -84,8 +87,12 @@ impl CausalLm {
         frozen: FloatDType,
     ) -> Result<Self> {
         let c = &config;
-        let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
+        let (h, hd) = (c.hidden_size, c.head_dim);
         let (q_out, kv_out) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let norms = NormShape {
+            eps: c.rms_norm_eps,
+            offset: c.norm_weight_offset,
+        };
 
         let embed = ckpt.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let embed_tokens = Param::from_tensor(Tensor::from_data(
@@ -97,74 +104,55 @@ impl CausalLm {
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let mut norm = |name: &str, len| norms.load(ckpt, &format!("{p}.{name}"), len, device);
             let (q_norm, k_norm) = if c.qk_norm {
-                (
-                    Some(load_norm(
-                        ckpt,
-                        &format!("{p}.self_attn.q_norm"),
-                        hd,
-                        eps,
-                        device,
-                    )?),
-                    Some(load_norm(
-                        ckpt,
-                        &format!("{p}.self_attn.k_norm"),
-                        hd,
-                        eps,
-                        device,
-                    )?),
-                )
+                let q = norm("self_attn.q_norm", hd)?;
+                (Some(q), Some(norm("self_attn.k_norm", hd)?))
             } else {
                 (None, None)
             };
-            let mut attn = |name: &str, d_in, d_out, bias| {
+            let input_layernorm = norm("input_layernorm", h)?;
+            let post_attention_layernorm = norm("post_attention_layernorm", h)?;
+            let feedforward_norms = if c.sandwich_norms {
+                Some(FeedForwardNorms {
+                    pre_feedforward_layernorm: norm("pre_feedforward_layernorm", h)?,
+                    post_feedforward_layernorm: norm("post_feedforward_layernorm", h)?,
+                })
+            } else {
+                None
+            };
+            let mut linear = |name: &str, d_in, d_out, bias| {
                 let shape = LinearShape { d_in, d_out, bias };
-                load_linear(
-                    ckpt,
-                    &format!("{p}.self_attn.{name}"),
-                    shape,
-                    frozen,
-                    device,
-                )
+                load_linear(ckpt, &format!("{p}.{name}"), shape, frozen, device)
             };
             let self_attn = Attention {
-                q_proj: attn("q_proj", h, q_out, c.qkv_bias)?,
-                k_proj: attn("k_proj", h, kv_out, c.qkv_bias)?,
-                v_proj: attn("v_proj", h, kv_out, c.qkv_bias)?,
-                o_proj: attn("o_proj", q_out, h, c.o_bias)?,
+                q_proj: linear("self_attn.q_proj", h, q_out, c.qkv_bias)?,
+                k_proj: linear("self_attn.k_proj", h, kv_out, c.qkv_bias)?,
+                v_proj: linear("self_attn.v_proj", h, kv_out, c.qkv_bias)?,
+                o_proj: linear("self_attn.o_proj", q_out, h, c.o_bias)?,
                 q_norm,
                 k_norm,
                 num_heads: c.num_attention_heads,
                 num_kv_heads: c.num_key_value_heads,
                 head_dim: hd,
+                scale: c.attention_scale,
             };
-            let mut mlp = |name: &str, d_in, d_out| {
-                let shape = LinearShape {
-                    d_in,
-                    d_out,
-                    bias: c.mlp_bias,
-                };
-                load_linear(ckpt, &format!("{p}.mlp.{name}"), shape, frozen, device)
-            };
+            let (ff, bias) = (c.intermediate_size, c.mlp_bias);
             let mlp = Mlp {
-                gate_proj: mlp("gate_proj", h, c.intermediate_size)?,
-                up_proj: mlp("up_proj", h, c.intermediate_size)?,
-                down_proj: mlp("down_proj", c.intermediate_size, h)?,
+                gate_proj: linear("mlp.gate_proj", h, ff, bias)?,
+                up_proj: linear("mlp.up_proj", h, ff, bias)?,
+                down_proj: linear("mlp.down_proj", ff, h, bias)?,
+                activation: c.activation,
             };
             layers.push(Block {
-                input_layernorm: load_norm(ckpt, &format!("{p}.input_layernorm"), h, eps, device)?,
+                input_layernorm,
                 self_attn,
-                post_attention_layernorm: load_norm(
-                    ckpt,
-                    &format!("{p}.post_attention_layernorm"),
-                    h,
-                    eps,
-                    device,
-                )?,
+                post_attention_layernorm,
+                feedforward_norms,
                 mlp,
             });
         }
-        let norm = load_norm(ckpt, "model.norm", h, eps, device)?;
+        let norm = norms.load(ckpt, "model.norm", h, device)?;
         let lm_head = if c.tie_word_embeddings {
             // Some tied checkpoints still store a copy of the head; transformers ignores it.
             ckpt.ignore("lm_head.weight");
@@ -185,12 +173,17 @@ impl CausalLm {
             )?)
         };
         let rope = Rope::new(hd, c.rope_theta, &c.rope_scaling);
+        let local_rope = c
+            .local_rope
+            .as_ref()
+            .map(|r| Rope::new(hd, r.theta, &r.scaling));
         Ok(Self {
             embed_tokens,
             layers,
             norm,
             lm_head,
             rope,
+            local_rope,
             config,
         })
     }
@@ -206,22 +199,46 @@ impl CausalLm {
         let [_, seq] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let group = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let positions = Positions::new(&self.rope, past, seq, group, &device);
+        let span = Span { past, seq, group };
+        // The tables and mask of each layer kind, built once per pass.
+        let mut by_kind: Vec<(LayerKind, Positions)> = Vec::new();
 
         let mut x = embedding(self.embed_tokens.val(), tokens);
+        if let Some(scale) = self.config.embed_scale {
+            x = x * scale;
+        }
         if let Some(cache) = cache.as_deref_mut()
             && cache.layers.len() != self.layers.len()
         {
             cache.layers = vec![LayerCache::default(); self.layers.len()];
         }
         for (i, layer) in self.layers.iter().enumerate() {
+            let kind = self.config.layer_kinds[i];
+            let at = match by_kind.iter().position(|(k, _)| *k == kind) {
+                Some(found) => found,
+                None => {
+                    by_kind.push((kind, self.positions(kind, span, &device)));
+                    by_kind.len() - 1
+                }
+            };
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &positions, layer_cache);
+            x = layer.forward(x, &by_kind[at].1, layer_cache);
         }
         if let Some(cache) = cache {
             cache.len += seq;
         }
         self.norm.forward(x)
+    }
+
+    /// The rotary tables and mask of layers of `kind` over `span`.
+    fn positions(&self, kind: LayerKind, span: Span, device: &Device) -> Positions {
+        match kind {
+            LayerKind::Full => Positions::new(&self.rope, span, None, device),
+            LayerKind::Sliding { window } => {
+                let rope = self.local_rope.as_ref().unwrap_or(&self.rope);
+                Positions::new(rope, span, Some(window), device)
+            }
+        }
     }
 
     /// Projects hidden states `[..., hidden]` to logits `[..., vocab]`.
@@ -279,17 +296,23 @@ fn load_linear(
     Ok(Linear::new(w, b))
 }
 
-/// An RMSNorm whose scale is `PREFIX.weight` `[len]`.
-fn load_norm(
-    ckpt: &mut dyn WeightSource,
-    prefix: &str,
-    len: usize,
+/// How the model's RMSNorms are read: their epsilon and the offset added to each stored weight.
+struct NormShape {
     eps: f64,
-    device: &Device,
-) -> Result<RmsNorm> {
-    let v = ckpt.take(&format!("{prefix}.weight"), &[len])?;
-    Ok(RmsNorm::new(
-        Tensor::from_data(TensorData::new(v, [len]), device),
-        eps,
-    ))
+    offset: f64,
+}
+
+impl NormShape {
+    /// The RMSNorm whose weight is `PREFIX.weight` `[len]`.
+    fn load(
+        &self,
+        ckpt: &mut dyn WeightSource,
+        prefix: &str,
+        len: usize,
+        device: &Device,
+    ) -> Result<RmsNorm> {
+        let v = ckpt.take(&format!("{prefix}.weight"), &[len])?;
+        let weight = Tensor::from_data(TensorData::new(v, [len]), device);
+        Ok(RmsNorm::new(weight, self.eps, self.offset))
+    }
 }

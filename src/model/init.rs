@@ -79,16 +79,20 @@ fn normal(rng: &mut Rng, n: usize, std: f64) -> Vec<f32> {
     out
 }
 
-/// Random weights by name: norms 1, biases 0, everything else uniform with std 0.02 (cheaper than
-/// normal draws for billion-parameter benchmark models, and the same scale).
+/// Random weights by name: unit norm scales, biases 0, everything else uniform with std 0.02
+/// (cheaper than normal draws for billion-parameter benchmark models, and the same scale).
 pub struct RandomWeights {
     rng: Rng,
+    /// The stored norm weight that gives a unit scale (1, or 0 for Gemma's `1 + w`).
+    unit_norm: f32,
 }
 
 impl RandomWeights {
-    pub fn new(seed: u64) -> Self {
+    /// Weights from `seed`, for norms applied as `norm_weight_offset + w`.
+    pub fn new(seed: u64, norm_weight_offset: f64) -> Self {
         Self {
             rng: Rng::new(seed),
+            unit_norm: (1.0 - norm_weight_offset) as f32,
         }
     }
 }
@@ -97,7 +101,7 @@ impl super::checkpoint::WeightSource for RandomWeights {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let n = shape.iter().product();
         Ok(if name.ends_with("norm.weight") {
-            vec![1.0; n]
+            vec![self.unit_norm; n]
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else {

@@ -33,6 +33,30 @@ macro_rules! block_projections {
     };
 }
 
+/// The RMSNorms of decoder block `$layer` that it has, with their names inside the block,
+/// borrowed with `$($borrow)*` (`&` or `&mut`).
+macro_rules! block_norms {
+    ($layer:expr, $($borrow:tt)+) => {{
+        let (pre_ff, post_ff) = match $($borrow)+ $layer.feedforward_norms {
+            Some(n) => (
+                Some($($borrow)+ n.pre_feedforward_layernorm),
+                Some($($borrow)+ n.post_feedforward_layernorm),
+            ),
+            None => (None, None),
+        };
+        [
+            ("input_layernorm", Some($($borrow)+ $layer.input_layernorm)),
+            ("post_attention_layernorm", Some($($borrow)+ $layer.post_attention_layernorm)),
+            ("pre_feedforward_layernorm", pre_ff),
+            ("post_feedforward_layernorm", post_ff),
+            ("self_attn.q_norm", ($($borrow)+ $layer.self_attn.q_norm).into_iter().next()),
+            ("self_attn.k_norm", ($($borrow)+ $layer.self_attn.k_norm).into_iter().next()),
+        ]
+        .into_iter()
+        .filter_map(|(name, norm)| norm.map(|norm| (name, norm)))
+    }};
+}
+
 fn push_linear<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, linear: &'a mut Linear) {
     out.push((
         format!("{name}.weight"),
@@ -41,10 +65,6 @@ fn push_linear<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, linear: &'
     if let Some(bias) = linear.bias.as_mut() {
         out.push((format!("{name}.bias"), ParamMut::Vector(bias)));
     }
-}
-
-fn push_norm<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, norm: &'a mut RmsNorm) {
-    out.push((format!("{name}.weight"), ParamMut::Vector(&mut norm.weight)));
 }
 
 impl CausalLm {
@@ -93,30 +113,36 @@ impl CausalLm {
         )];
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
-            push_norm(
-                &mut out,
-                &format!("{p}.input_layernorm"),
-                &mut layer.input_layernorm,
-            );
-            push_norm(
-                &mut out,
-                &format!("{p}.post_attention_layernorm"),
-                &mut layer.post_attention_layernorm,
-            );
-            if let Some(norm) = layer.self_attn.q_norm.as_mut() {
-                push_norm(&mut out, &format!("{p}.self_attn.q_norm"), norm);
-            }
-            if let Some(norm) = layer.self_attn.k_norm.as_mut() {
-                push_norm(&mut out, &format!("{p}.self_attn.k_norm"), norm);
+            for (name, norm) in block_norms!(layer, &mut) {
+                out.push((
+                    format!("{p}.{name}.weight"),
+                    ParamMut::Vector(&mut norm.weight),
+                ));
             }
             for (name, linear) in block_projections!(layer, &mut) {
                 push_linear(&mut out, &format!("{p}.{name}"), linear);
             }
         }
-        push_norm(&mut out, "model.norm", &mut self.norm);
+        out.push((
+            "model.norm.weight".into(),
+            ParamMut::Vector(&mut self.norm.weight),
+        ));
         if let Some(head) = self.lm_head.as_mut() {
             push_linear(&mut out, "lm_head", head);
         }
+        out
+    }
+
+    /// Every RMSNorm with its Hugging Face module path (`model.layers.N.input_layernorm`, …,
+    /// `model.norm`).
+    pub fn norms(&self) -> Vec<(String, &RmsNorm)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, norm) in block_norms!(layer, &) {
+                out.push((format!("model.layers.{i}.{name}"), norm));
+            }
+        }
+        out.push(("model.norm".into(), &self.norm));
         out
     }
 

@@ -58,39 +58,15 @@ pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<(
         host(embed),
         dims.to_vec(),
     );
-    for (i, layer) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let norm = |n: &super::norm::RmsNorm| {
-            let w = n.weight.val();
-            let d = w.dims();
-            (host(w), d.to_vec())
-        };
-        let (w, d) = norm(&layer.input_layernorm);
-        push(format!("{p}.input_layernorm.weight"), w, d);
-        let (w, d) = norm(&layer.post_attention_layernorm);
-        push(format!("{p}.post_attention_layernorm.weight"), w, d);
-        let a = &layer.self_attn;
-        if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
-            let (w, d) = norm(qn);
-            push(format!("{p}.self_attn.q_norm.weight"), w, d);
-            let (w, d) = norm(kn);
-            push(format!("{p}.self_attn.k_norm.weight"), w, d);
-        }
-        for (name, l) in [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-            ("mlp.gate_proj", &layer.mlp.gate_proj),
-            ("mlp.up_proj", &layer.mlp.up_proj),
-            ("mlp.down_proj", &layer.mlp.down_proj),
-        ] {
-            push_linear(&mut push, &format!("{p}.{name}"), l);
-        }
+    // Norm weights as stored (Gemma's `(1 + w)` offset is applied in the forward only).
+    for (name, norm) in model.norms() {
+        let w = norm.weight.val();
+        let d = w.dims();
+        push(format!("{name}.weight"), host(w), d.to_vec());
     }
-    let w = model.norm.weight.val();
-    let d = w.dims();
-    push("model.norm.weight".into(), host(w), d.to_vec());
+    for (name, l) in model.projections() {
+        push_linear(&mut push, &name, l);
+    }
     if let Some(head) = &model.lm_head {
         push_linear(&mut push, "lm_head", head);
     }

@@ -17,11 +17,16 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 /// The fixture models: every architecture the fixture script builds.
-pub const MODELS: [&str; 4] = ["llama3", "qwen2", "qwen3", "mistral"];
+pub const MODELS: [&str; 5] = ["llama3", "qwen2", "qwen3", "mistral", "gemma3"];
 
 /// A tensor from `expected.safetensors` as (shape, f64 values).
 pub fn expected_tensor(name: &str, tensor: &str) -> (Vec<usize>, Vec<f64>) {
-    let bytes = std::fs::read(model_dir(name).join("expected.safetensors")).unwrap();
+    read_tensor(&model_dir(name).join("expected.safetensors"), tensor)
+}
+
+/// A tensor of the safetensors file `path` as (shape, f64 values).
+pub fn read_tensor(path: &Path, tensor: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor(tensor).unwrap();
     let values = match view.dtype() {
