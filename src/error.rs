@@ -27,6 +27,8 @@ pub enum Error {
     Template(String),
     #[error("device: {0}")]
     Device(String),
+    #[error("Hub repo `{repo}`: {message}")]
+    Hub { repo: String, message: String },
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -54,6 +56,13 @@ impl Error {
     pub(crate) fn weights(path: &Path, message: impl Into<String>) -> Self {
         Self::Weights {
             path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn hub(repo: &str, message: impl Into<String>) -> Self {
+        Self::Hub {
+            repo: repo.to_string(),
             message: message.into(),
         }
     }

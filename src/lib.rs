@@ -3,7 +3,8 @@
 //!
 //! The folders follow the stages of a run (docs/architecture.md is the map): `io` (atomic writes,
 //! RON, hashes, rng) · `tokenizer` · `data` (reading and batching rows) · `model` (layers,
-//! weights, LoRA/PEFT, precision) · `kernels` (custom ops) · `generate` · `train` (the loop every
+//! weights, LoRA/PEFT, precision) · `hub` (Hub model ids and the cache) · `kernels` (custom ops) ·
+//! `generate` · `train` (the loop every
 //! trainer shares) · `dpo` and `sft` (their objectives) · `demo` (the teaching pipeline) · `cli`.
 //!
 //! The library is usable without the CLI: load a model with [`model::CausalLm::load`], a tokenizer
@@ -17,6 +18,7 @@ pub mod device;
 pub mod dpo;
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -6,8 +6,10 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use common::hub_server::{COMMIT, HubServer, Repo, TOKEN};
 use common::{
-    assert_clean_failure, command_line, expected_json, minordpo, model_dir, stderr, words,
+    assert_clean_failure, command_line, expected_json, minordpo, minordpo_env, model_dir, stderr,
+    words,
 };
 
 /// Copies a fixture model into a fresh temporary directory for tampering.
@@ -243,4 +245,340 @@ fn bench_prints_one_json_line_with_its_figures() {
     }
     let out = minordpo(&["--device", "cpu", "bench", "--preset", "gpt-5"]);
     assert_clean_failure(&out, &["unknown preset `gpt-5`", "qwen2.5-0.5b"]);
+}
+
+/// The Hub variables pointing at `server` and a cache under `root` (a home without a token file).
+fn hub_env<'a>(server: &'a HubServer, root: &'a Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("HF_ENDPOINT", server.endpoint.clone()),
+        (
+            "HF_HUB_CACHE",
+            root.join("hub").to_string_lossy().into_owned(),
+        ),
+        ("HF_HOME", root.join("home").to_string_lossy().into_owned()),
+    ]
+}
+
+/// `generate --temperature 0` on `model` with `env`, as `(output, stdout)`.
+fn generate_env(model: &str, prompt: &str, env: &[(&str, String)]) -> (Output, String) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = command_line(
+        "--device cpu generate --temperature 0 --max-new-tokens 24",
+        &[("--model", model), ("--prompt", prompt)],
+    );
+    let out = minordpo_env(&args, &env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+fn repo(name: &str, gated: bool, extra: Vec<&'static str>) -> Repo {
+    Repo {
+        dir: model_dir(name),
+        gated,
+        extra,
+    }
+}
+
+/// A Hub id downloads only what a model needs into `huggingface_hub`'s cache layout, generates
+/// transformers' text, reuses the cache without downloading again, and runs offline from it.
+#[test]
+fn hub_ids_download_into_the_python_cache_and_run_offline() {
+    let server = HubServer::start(vec![
+        (
+            "org/tiny",
+            repo("qwen2", false, vec!["pytorch_model.bin", "README.md"]),
+        ),
+        ("org/sharded", repo("mistral", false, vec![])),
+    ]);
+    let root = tempfile::tempdir().unwrap();
+    let env = hub_env(&server, root.path());
+    for (id, fixture) in [("org/tiny", "qwen2"), ("org/sharded", "mistral")] {
+        let case = &expected_json(fixture)["greedy"][0];
+        let prompt = case["prompt"].as_str().unwrap();
+        let (out, text) = generate_env(id, prompt, &env);
+        assert!(out.status.success(), "{id}: {}", stderr(&out));
+        assert_eq!(text, case["text"].as_str().unwrap(), "{id}");
+    }
+    let paths = server.paths();
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.contains("pytorch_model.bin") && !p.contains("README")),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/cdn/org/sharded/") && p.ends_with("-of-00003.safetensors")),
+        "{paths:?}"
+    );
+
+    let repo_dir = root.path().join("hub/models--org--tiny");
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    let snapshot = repo_dir.join("snapshots").join(COMMIT);
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "generation_config.json",
+    ] {
+        let path = snapshot.join(file);
+        assert!(path.is_file(), "{}", path.display());
+        #[cfg(unix)]
+        assert!(
+            std::fs::read_link(&path)
+                .unwrap()
+                .starts_with("../../blobs"),
+            "{file}"
+        );
+    }
+    let blobs = std::fs::read_dir(repo_dir.join("blobs")).unwrap().count();
+    assert_eq!(
+        blobs,
+        std::fs::read_dir(&snapshot).unwrap().count(),
+        "one blob per file"
+    );
+
+    // `train` takes the id too (the same resolution as every command).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo/standard.jsonl");
+    let run = root.path().join("run");
+    let args = command_line(
+        "--device cpu train --max-steps 1 --max-length 48 --lora-r 4",
+        &[
+            ("--model", "org/tiny"),
+            ("--data", data.to_str().unwrap()),
+            ("--output", run.to_str().unwrap()),
+        ],
+    );
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = minordpo_env(&args, &pairs);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.join("adapter/adapter_model.safetensors").is_file());
+
+    // Cached: only the revision is asked again, no file.
+    let before = server.paths().len();
+    let prompt = expected_json("qwen2")["greedy"][0]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (out, _) = generate_env("org/tiny", &prompt, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = &server.paths()[before..];
+    assert_eq!(again, ["/api/models/org/tiny/revision/main"], "{again:?}");
+
+    // Offline: the cache alone, with the server gone; an uncached repo is a clear error.
+    drop(server);
+    let mut offline = env.clone();
+    offline.push(("HF_HUB_OFFLINE", "1".into()));
+    let (out, text) = generate_env("org/tiny", &prompt, &offline);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        text,
+        expected_json("qwen2")["greedy"][0]["text"]
+            .as_str()
+            .unwrap()
+    );
+    let (out, _) = generate_env("org/elsewhere", &prompt, &offline);
+    assert_clean_failure(
+        &out,
+        &["org/elsewhere", "HF_HUB_OFFLINE", "not in the cache"],
+    );
+}
+
+/// Missing repos, revisions and gated access without a token fail with the repo named and what
+/// to do; the token (`HF_TOKEN` or the token file) opens a gated repo.
+#[test]
+fn hub_errors_name_the_repo_and_tokens_open_gated_repos() {
+    let server = HubServer::start(vec![("org/gated", repo("llama3", true, vec![]))]);
+    let root = tempfile::tempdir().unwrap();
+    let env = hub_env(&server, root.path());
+    let (out, _) = generate_env("org/missing", "Hi", &env);
+    assert_clean_failure(&out, &["org/missing", "HTTP 404", "not found"]);
+    let (out, _) = generate_env("org/gated@v9", "Hi", &env);
+    assert_clean_failure(&out, &["org/gated", "HTTP 401", "gated", "HF_TOKEN"]);
+    let mut with_token = env.clone();
+    with_token.push(("HF_TOKEN", TOKEN.into()));
+    let (out, _) = generate_env("org/gated@v9", "Hi", &with_token);
+    assert_clean_failure(&out, &["org/gated", "revision `v9`", "no such revision"]);
+
+    let case = &expected_json("llama3")["greedy"][0];
+    let prompt = case["prompt"].as_str().unwrap();
+    let (out, text) = generate_env("org/gated", prompt, &with_token);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text, case["text"].as_str().unwrap());
+    // The token file under HF_HOME, as `huggingface-cli login` writes it.
+    let fresh = tempfile::tempdir().unwrap();
+    let env = hub_env(&server, fresh.path());
+    std::fs::create_dir_all(fresh.path().join("home")).unwrap();
+    std::fs::write(fresh.path().join("home/token"), format!("{TOKEN}\n")).unwrap();
+    let (out, text) = generate_env("org/gated", prompt, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text, case["text"].as_str().unwrap());
+}
+
+/// Python's `huggingface_hub` and minordpo share one cache: each runs offline on what the other
+/// downloaded from the same local Hub. Opt-in: `MINORDPO_PYTHON` names a Python that has
+/// `huggingface_hub` (skipped otherwise).
+#[test]
+fn the_hub_cache_is_shared_with_python() {
+    let Some(python) = std::env::var_os("MINORDPO_PYTHON") else {
+        eprintln!("skipping: set MINORDPO_PYTHON to a Python with huggingface_hub");
+        return;
+    };
+    let server = HubServer::start(vec![("org/tiny", repo("qwen2", false, vec![]))]);
+    let case = &expected_json("qwen2")["greedy"][0];
+    let prompt = case["prompt"].as_str().unwrap();
+    let want = case["text"].as_str().unwrap();
+    let python_download = |cache: &Path, offline: bool| {
+        let script = "import os, sys; from huggingface_hub import hf_hub_download\n\
+                      for f in ['config.json', 'generation_config.json', 'tokenizer.json',\n\
+                                'tokenizer_config.json', 'model.safetensors']:\n\
+                      \x20   path = hf_hub_download('org/tiny', f, local_files_only=sys.argv[1] == '1')\n\
+                      print(os.path.dirname(path))";
+        let out = std::process::Command::new(&python)
+            .args(["-c", script, if offline { "1" } else { "0" }])
+            .env("HF_ENDPOINT", &server.endpoint)
+            .env("HF_HUB_CACHE", cache.join("hub"))
+            .env("HF_HOME", cache.join("home"))
+            .env_remove("HF_TOKEN")
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Python downloads; minordpo runs from that cache offline.
+    let by_python = tempfile::tempdir().unwrap();
+    python_download(by_python.path(), false);
+    let mut env = hub_env(&server, by_python.path());
+    env.push(("HF_HUB_OFFLINE", "1".into()));
+    let (out, text) = generate_env("org/tiny", prompt, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text, want);
+    // minordpo downloads; Python finds the snapshot offline.
+    let by_us = tempfile::tempdir().unwrap();
+    let (out, _) = generate_env("org/tiny", prompt, &hub_env(&server, by_us.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snapshot = python_download(by_us.path(), true);
+    assert!(snapshot.ends_with(COMMIT), "{snapshot}");
+}
+
+/// A Hub dataset split (`ORG/NAME:SPLIT`, Parquet shards under `data/` as `push_to_hub` writes
+/// them) evaluates exactly as its JSONL source; only that split's files are downloaded; offline
+/// the cache serves it; a split it lacks is named.
+#[test]
+fn hub_dataset_splits_read_like_their_files() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo");
+    let dataset = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dataset.path().join("data")).unwrap();
+    for (from, to) in [
+        ("standard.parquet", "data/train-00000-of-00001.parquet"),
+        ("conversational.parquet", "data/test-00000-of-00001.parquet"),
+    ] {
+        std::fs::copy(fixtures.join(from), dataset.path().join(to)).unwrap();
+    }
+    // A card without `configs`: the default naming applies.
+    std::fs::write(
+        dataset.path().join("README.md"),
+        "---\nlicense: mit\n---\n# prefs\n",
+    )
+    .unwrap();
+    // A dataset whose card names its train files; the default-named file is a decoy.
+    let carded = tempfile::tempdir().unwrap();
+    for dir in ["holdout", "data"] {
+        std::fs::create_dir_all(carded.path().join(dir)).unwrap();
+    }
+    std::fs::copy(
+        fixtures.join("standard.parquet"),
+        carded.path().join("holdout/prefs.parquet"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures.join("conversational.parquet"),
+        carded.path().join("data/train-00000-of-00001.parquet"),
+    )
+    .unwrap();
+    let card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: holdout/*.parquet\n---\n# prefs\n";
+    std::fs::write(carded.path().join("README.md"), card).unwrap();
+    let server = HubServer::start(vec![
+        (
+            "datasets/org/prefs",
+            Repo {
+                dir: dataset.path().to_path_buf(),
+                gated: false,
+                extra: vec![],
+            },
+        ),
+        (
+            "datasets/org/carded",
+            Repo {
+                dir: carded.path().to_path_buf(),
+                gated: false,
+                extra: vec![],
+            },
+        ),
+    ]);
+    let root = tempfile::tempdir().unwrap();
+    let env = hub_env(&server, root.path());
+    let eval = |model: &str, data: &str, env: &[(&str, String)]| {
+        let adapter = fixtures.join(format!("{model}_adapter"));
+        let out_file = root.path().join("eval.json");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let model = model_dir(model);
+        let args = command_line(
+            "--device cpu eval --max-length 48 --loss sigmoid",
+            &[
+                ("--model", model.to_str().unwrap()),
+                ("--adapter", adapter.to_str().unwrap()),
+                ("--data", data),
+                ("--output", out_file.to_str().unwrap()),
+            ],
+        );
+        let out = minordpo_env(&args, &env);
+        let summary = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_file);
+        (out, summary)
+    };
+    for (model, split, file) in [
+        ("llama3", "org/prefs", "standard.jsonl"),
+        ("qwen2", "org/prefs:test", "conversational.jsonl"),
+        ("llama3", "org/carded:train", "standard.jsonl"),
+    ] {
+        let (out, from_hub) = eval(model, split, &env);
+        assert!(out.status.success(), "{split}: {}", stderr(&out));
+        let local = fixtures.join(file);
+        let (out, from_file) = eval(model, local.to_str().unwrap(), &env);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(from_hub, from_file, "{split}");
+    }
+    let paths = server.paths();
+    assert!(
+        paths.iter().all(|p| !p.contains("carded/data/")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/api/datasets/org/prefs/revision/main".to_string()),
+        "{paths:?}"
+    );
+    let snapshot = root
+        .path()
+        .join("hub/datasets--org--prefs/snapshots")
+        .join(COMMIT);
+    assert!(snapshot.join("data/train-00000-of-00001.parquet").is_file());
+
+    let (out, _) = eval("llama3", "org/prefs:validation", &env);
+    assert_clean_failure(&out, &["org/prefs", "no files for split `validation`"]);
+    drop(server);
+    let mut offline = env.clone();
+    offline.push(("HF_HUB_OFFLINE", "1".into()));
+    let (out, summary) = eval("llama3", "org/prefs:train", &offline);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(summary.contains("rewards/accuracies"), "{summary}");
 }

@@ -46,7 +46,11 @@ pub struct BenchArgs {
 /// Runs the benchmark and prints its JSON line.
 pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
     let report = bench(&BenchSettings {
-        model: args.model,
+        model: args
+            .model
+            .as_deref()
+            .map(crate::hub::model_dir)
+            .transpose()?,
         preset: args.preset,
         device: choice,
         batch_size: args.batch_size,

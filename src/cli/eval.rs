@@ -64,10 +64,11 @@ fn defaults() -> TrainConfig {
 pub fn run(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let selected = device::select(choice)?;
     eprintln!("device: {}", selected.description);
-    let tokenizer = Tokenizer::load(&args.model)?;
+    let model_dir = crate::hub::model_dir(&args.model)?;
+    let tokenizer = Tokenizer::load(&model_dir)?;
     let pairs = read_pairs(&args.data, &tokenizer, args.max_length)?;
     let device = &selected.device;
-    let (mut model, _) = CausalLm::load_frozen(&args.model, device, args.frozen_precision)?;
+    let (mut model, _) = CausalLm::load_frozen(&model_dir, device, args.frozen_precision)?;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, device)?;
     }

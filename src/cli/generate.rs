@@ -52,15 +52,16 @@ pub struct GenerateArgs {
 
 /// Generates.
 pub fn run(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> {
+    let model_dir = crate::hub::model_dir(&args.model)?;
     let selected = device::select(choice)?;
     eprintln!("device: {}", selected.description);
     let started = Instant::now();
-    let tokenizer = Tokenizer::load(&args.model)?;
-    let mut model = CausalLm::load(&args.model, &selected.device)?;
+    let tokenizer = Tokenizer::load(&model_dir)?;
+    let mut model = CausalLm::load(&model_dir, &selected.device)?;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }
-    let defaults = GenerationDefaults::load(&args.model)?;
+    let defaults = GenerationDefaults::load(&model_dir)?;
     eprintln!(
         "model: {} ({} layers, {:.1}M parameters) loaded in {:.1}s",
         model.config.architecture.hf_name(),

@@ -21,7 +21,8 @@ pub struct MergeArgs {
 /// Merges on the CPU (exact f32 arithmetic, then the base checkpoint's dtype).
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let selected = device::select(DeviceChoice::Cpu)?;
-    lora::merge_to_dir(&args.model, &args.adapter, &args.output, &selected.device)?;
+    let model = crate::hub::model_dir(&args.model)?;
+    lora::merge_to_dir(&model, &args.adapter, &args.output, &selected.device)?;
     eprintln!("merged model written to {}", args.output.display());
     Ok(())
 }

@@ -28,6 +28,7 @@ pub fn run(choice: DeviceChoice, args: SftArgs) -> anyhow::Result<()> {
         config.device = choice;
     }
     args.overrides.apply(&mut config);
+    config.model = crate::hub::model_dir(&config.model)?;
     eprintln!("config:\n{}", crate::io::to_ron(&config));
     let summary = crate::sft::sft(&config, Resume::from_flag(args.resume))?;
     eprintln!("done: {summary}");

@@ -39,6 +39,7 @@ pub fn run(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
     }
     args.overrides.apply(&mut config);
     let demo = builtin::fill_in(&mut config)?;
+    config.model = crate::hub::model_dir(&config.model)?;
     eprintln!("config:\n{}", config.to_ron());
     let summary = crate::dpo::train(&config, Resume::from_flag(args.resume))?;
     eprintln!("done: {summary}");

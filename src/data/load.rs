@@ -1,5 +1,6 @@
-//! Reads preference files — JSON Lines (`.jsonl`, `.jsonl.gz`) or a JSON array (`.json`) — and
-//! validates every row, reporting each problem as `FILE:LINE: what is wrong`.
+//! Reads preference files — JSON Lines (`.jsonl`, `.jsonl.gz`), a JSON array (`.json`), Parquet
+//! (`.parquet`), or a Hub dataset split (`ORG/NAME[:SPLIT]`) — and validates every row, reporting
+//! each problem as `FILE:LINE: what is wrong` (the row number for Parquet and Hub splits).
 //!
 //! Row formats: **standard** (`prompt`, `chosen`, `rejected` strings), **conversational** (the
 //! same keys holding lists of `{role, content}` messages), or either with no `prompt` (the implicit
@@ -42,9 +43,30 @@ pub struct LoadedRows {
 /// is not valid JSON carries its error message.
 pub type JsonRows = Vec<(usize, std::result::Result<Value, String>)>;
 
-/// Reads `.jsonl`, `.jsonl.gz` or `.json` (an array) into rows.
+/// Reads `.jsonl`, `.jsonl.gz`, `.json` (an array) or `.parquet` into rows; a path that does not
+/// exist but reads as a Hub dataset id (`ORG/NAME[:SPLIT]`) is that split's files, downloaded into
+/// the Hub cache, their rows numbered on across files.
 pub fn read_json_rows(path: &Path) -> Result<JsonRows> {
+    if !path.exists()
+        && let Some(id) = path.to_str().and_then(crate::hub::DatasetId::parse)
+    {
+        let mut rows = JsonRows::new();
+        for file in crate::hub::fetch_dataset(&id, &crate::hub::HubSettings::from_env())? {
+            let offset = rows.len();
+            let more = read_file_rows(&file)?;
+            rows.extend(more.into_iter().map(|(n, v)| (n + offset, v)));
+        }
+        return Ok(rows);
+    }
+    read_file_rows(path)
+}
+
+/// The rows of one local file.
+fn read_file_rows(path: &Path) -> Result<JsonRows> {
     let name = path.to_string_lossy().to_string();
+    if name.ends_with(".parquet") {
+        return super::parquet::read_parquet_rows(path);
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = if name.ends_with(".gz") {
         let mut out = String::new();

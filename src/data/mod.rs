@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod load;
+pub mod parquet;
 pub mod tokenize;
 
 pub use batch::{PairBatch, bucketed_len, make_batch};

@@ -20,12 +20,12 @@ training_config! {
         warmup_ratio: 0.1,
         logging_steps: 1,
     }
-    /// Hugging Face model directory (config.json, safetensors, tokenizer files), or
-    /// `builtin:arithmetic` for the built-in task's base model (built and cached when missing;
-    /// `builtin:DEMO.ron` takes that demo config's).
+    /// Hugging Face model directory (config.json, safetensors, tokenizer files), a Hub id
+    /// `ORG/NAME[@REVISION]`, or `builtin:arithmetic` for the built-in task's base model (built
+    /// and cached when missing; `builtin:DEMO.ron` takes that demo config's).
     model: PathBuf = PathBuf::new(),
-    /// Preference data: .jsonl, .jsonl.gz or .json, or `builtin:arithmetic` for the built-in
-    /// task's on-policy pairs.
+    /// Preference data: .jsonl, .jsonl.gz, .json, .parquet, a Hub dataset split
+    /// `ORG/NAME[:SPLIT]`, or `builtin:arithmetic` for the built-in task's on-policy pairs.
     data: PathBuf = PathBuf::new(),
     /// Start from an existing PEFT adapter instead of a fresh one.
     adapter: Option<PathBuf> = None,

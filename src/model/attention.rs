@@ -5,6 +5,8 @@
 //! folded into the sequence axis (`[batch, kv_heads, g·seq, head_dim]`), so one batched matmul per
 //! K/V head serves the whole group.
 
+use std::ops::Range;
+
 use burn::prelude::*;
 
 use super::linear::Linear;
@@ -27,23 +29,19 @@ pub struct Positions {
     pub mask: Tensor<2>,
 }
 
-/// Which new and cached positions one forward pass covers.
-#[derive(Debug, Clone, Copy)]
-pub struct Span {
-    /// Positions already in the cache.
-    pub past: usize,
-    /// New positions.
-    pub seq: usize,
-    /// Query heads per K/V head.
-    pub group: usize,
-}
-
 impl Positions {
-    /// The tables of `rope` and the causal mask over `span`, limited to the last `window`
+    /// The tables of `rope` for the new positions `new` (those before `new.start` are cached) and
+    /// their causal mask with `group` query heads per K/V head, limited to the last `window`
     /// positions when given.
-    pub fn new(rope: &Rope, span: Span, window: Option<usize>, device: &Device) -> Self {
-        let (cos, sin) = rope.tables(span.past, span.seq, device);
-        let mask = causal_mask(span, window, device);
+    pub fn new(
+        rope: &Rope,
+        new: Range<usize>,
+        group: usize,
+        window: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let (cos, sin) = rope.tables(new.start, new.len(), device);
+        let mask = causal_mask(new, group, window, device);
         Self { cos, sin, mask }
     }
 }
@@ -119,12 +117,17 @@ impl Attention {
     }
 }
 
-/// Additive causal mask `[group·seq, past + seq]` for `span.seq` new queries after `span.past`
-/// cached keys: query `i` (at position `past + i`) sees key `j` when `j ≤ past + i` and, with a
-/// window, `past + i − j < window`.
-fn causal_mask(span: Span, window: Option<usize>, device: &Device) -> Tensor<2> {
+/// Additive causal mask `[group·seq, past + seq]` for the `seq` new queries `past..past + seq`
+/// after `past` cached keys: query `i` (at position `past + i`) sees key `j` when `j ≤ past + i`
+/// and, with a window, `past + i − j < window`.
+fn causal_mask(
+    new: Range<usize>,
+    group: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Tensor<2> {
     const MASKED: f32 = -1e30;
-    let Span { past, seq, group } = span;
+    let (past, seq) = (new.start, new.len());
     let total = past + seq;
     let window = window.unwrap_or(usize::MAX);
     let mut rows = Vec::with_capacity(group * seq * total);

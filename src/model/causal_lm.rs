@@ -1,6 +1,7 @@
 //! The decoder-only language model (embeddings → blocks → norm → LM head), built from a Hugging
 //! Face directory. One code path serves every backend: the `Device` decides where it runs.
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::module::Param;
@@ -8,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType};
 
-use super::attention::{Attention, LayerCache, Positions, Span};
+use super::attention::{Attention, LayerCache, Positions};
 use super::block::{Block, FeedForwardNorms};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
@@ -199,7 +200,7 @@ impl CausalLm {
         let [_, seq] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let group = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let span = Span { past, seq, group };
+        let new = past..past + seq;
         // The tables and mask of each layer kind, built once per pass.
         let mut by_kind: Vec<(LayerKind, Positions)> = Vec::new();
 
@@ -217,7 +218,7 @@ impl CausalLm {
             let at = match by_kind.iter().position(|(k, _)| *k == kind) {
                 Some(found) => found,
                 None => {
-                    by_kind.push((kind, self.positions(kind, span, &device)));
+                    by_kind.push((kind, self.positions(kind, new.clone(), group, &device)));
                     by_kind.len() - 1
                 }
             };
@@ -230,13 +231,19 @@ impl CausalLm {
         self.norm.forward(x)
     }
 
-    /// The rotary tables and mask of layers of `kind` over `span`.
-    fn positions(&self, kind: LayerKind, span: Span, device: &Device) -> Positions {
+    /// The rotary tables and mask of layers of `kind` for the new positions `new`.
+    fn positions(
+        &self,
+        kind: LayerKind,
+        new: Range<usize>,
+        group: usize,
+        device: &Device,
+    ) -> Positions {
         match kind {
-            LayerKind::Full => Positions::new(&self.rope, span, None, device),
+            LayerKind::Full => Positions::new(&self.rope, new, group, None, device),
             LayerKind::Sliding { window } => {
                 let rope = self.local_rope.as_ref().unwrap_or(&self.rope);
-                Positions::new(rope, span, Some(window), device)
+                Positions::new(rope, new, group, Some(window), device)
             }
         }
     }

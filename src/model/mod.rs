@@ -18,3 +18,14 @@ pub mod save;
 
 pub use causal_lm::{CausalLm, KvCache};
 pub use config::{Architecture, ModelConfig};
+
+/// The files of a model directory besides its weights: what a Hub download fetches and what a
+/// written model copies from its source (each when present).
+pub const MODEL_FILES: [&str; 6] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];

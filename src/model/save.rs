@@ -101,14 +101,7 @@ pub fn write_safetensors(
 
 /// Copies the config, generation config and tokenizer files of a model directory (those present).
 pub fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
-    for name in [
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
+    for name in super::MODEL_FILES {
         let src = from.join(name);
         if src.is_file() {
             std::fs::copy(&src, to.join(name)).map_err(|e| Error::io(&src, e))?;

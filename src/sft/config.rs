@@ -28,9 +28,10 @@ training_config! {
         warmup_ratio: 0.03,
         logging_steps: 10,
     }
-    /// Hugging Face model directory to start from.
+    /// Hugging Face model directory to start from, or a Hub id `ORG/NAME[@REVISION]`.
     model: PathBuf = PathBuf::new(),
-    /// Training rows: `prompt`/`completion` or `messages` (.jsonl, .jsonl.gz, .json).
+    /// Training rows: `prompt`/`completion` or `messages` (.jsonl, .jsonl.gz, .json, .parquet, or
+    /// a Hub dataset split `ORG/NAME[:SPLIT]`).
     data: PathBuf = PathBuf::new(),
     /// full (every weight) or lora.
     method: SftMethod = SftMethod::Lora,

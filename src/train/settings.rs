@@ -83,7 +83,7 @@ macro_rules! training_config {
                 device: $crate::device::DeviceChoice = $crate::device::DeviceChoice::Auto,
             }
             $($own)*
-            /// Optional separate evaluation file.
+            /// Optional separate evaluation file (or Hub dataset split, as `data`).
             eval_data: Option<std::path::PathBuf> = None,
             /// Fraction of `data` held out for evaluation (with `seed`) when no `eval_data` is given.
             eval_split: f64 = 0.0,

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod hub_server;
+
 use burn::prelude::Device;
 use minordpo::device::{self, DeviceChoice};
 
@@ -85,6 +87,27 @@ pub fn command_line<'a>(line: &'a str, valued: &[(&'a str, &'a str)]) -> Vec<&'a
     let mut args = words(line);
     args.extend(valued.iter().flat_map(|(flag, value)| [*flag, *value]));
     args
+}
+
+/// Runs the `minordpo` binary with `env` set and the Hub variables of the caller's environment
+/// removed (so a user's token or offline flag never leaks into a test).
+pub fn minordpo_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_minordpo"));
+    for name in [
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run minordpo")
 }
 
 /// The captured stderr as text.
