@@ -64,9 +64,22 @@ impl RepoCache {
         dir.join(file).is_file().then_some(dir)
     }
 
-    /// Records that `revision` points at `commit` (`refs/REVISION`).
+    /// Records that `revision` points at `commit` (`refs/REVISION`); a commit names itself, so
+    /// there is nothing to record for one.
     pub fn write_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
         crate::io::write_file(&self.root.join("refs").join(revision), commit)
+    }
+
+    /// The error for `revision` missing from the cache while `HF_HUB_OFFLINE` is set.
+    pub fn not_cached(&self, revision: &str) -> Error {
+        let message = format!(
+            "HF_HUB_OFFLINE is set and revision `{revision}` is not in the cache ({})",
+            self.root.display()
+        );
+        Error::hub(&self.repo, message)
     }
 
     /// `snapshots/COMMIT/FILE`, downloading its blob (unless some snapshot already has it) and

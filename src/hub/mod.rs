@@ -178,14 +178,8 @@ pub fn fetch_dataset(id: &DatasetId, hub: &HubSettings) -> Result<Vec<PathBuf>> 
     let repo = &id.repo;
     let cache = RepoCache::new(&hub.cache, RepoKind::Dataset, &repo.repo);
     let (snapshot, files) = if hub.offline {
-        let commit = cache.commit_of(&repo.revision).ok_or_else(|| {
-            let message = format!(
-                "HF_HUB_OFFLINE is set and revision `{}` is not in the cache ({})",
-                repo.revision,
-                cache.root().display()
-            );
-            Error::hub(&repo.repo, message)
-        })?;
+        let commit = cache.commit_of(&repo.revision);
+        let commit = commit.ok_or_else(|| cache.not_cached(&repo.revision))?;
         let snapshot = cache.snapshot(&commit);
         let patterns = card_patterns(&snapshot.join("README.md"), &id.split);
         let files = split_files(files_below(&snapshot), &id.split, patterns.as_deref());
@@ -201,9 +195,7 @@ pub fn fetch_dataset(id: &DatasetId, hub: &HubSettings) -> Result<Vec<PathBuf>> 
         for file in &wanted {
             cache.fetch(&client, &info.sha, file)?;
         }
-        if repo.revision != info.sha {
-            cache.write_ref(&repo.revision, &info.sha)?;
-        }
+        cache.write_ref(&repo.revision, &info.sha)?;
         (cache.snapshot(&info.sha), wanted)
     };
     if files.is_empty() {
@@ -283,16 +275,8 @@ pub fn model_dir(spec: &Path) -> Result<PathBuf> {
 pub fn fetch_model(id: &RepoId, hub: &HubSettings) -> Result<PathBuf> {
     let cache = RepoCache::new(&hub.cache, RepoKind::Model, &id.repo);
     if hub.offline {
-        return cache
-            .cached_snapshot(&id.revision, "config.json")
-            .ok_or_else(|| {
-                let message = format!(
-                    "HF_HUB_OFFLINE is set and revision `{}` is not in the cache ({})",
-                    id.revision,
-                    cache.root().display()
-                );
-                Error::hub(&id.repo, message)
-            });
+        let cached = cache.cached_snapshot(&id.revision, "config.json");
+        return cached.ok_or_else(|| cache.not_cached(&id.revision));
     }
     let client = Client::new(hub);
     let info = client.revision(RepoKind::Model, &id.repo, &id.revision)?;
@@ -321,9 +305,7 @@ pub fn fetch_model(id: &RepoId, hub: &HubSettings) -> Result<PathBuf> {
     for file in &wanted {
         cache.fetch(&client, &info.sha, file)?;
     }
-    if id.revision != info.sha {
-        cache.write_ref(&id.revision, &info.sha)?;
-    }
+    cache.write_ref(&id.revision, &info.sha)?;
     Ok(cache.snapshot(&info.sha))
 }
 
