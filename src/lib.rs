@@ -22,6 +22,7 @@ pub mod hub;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod plot;
 pub mod sft;
 pub mod tokenizer;
 pub mod train;

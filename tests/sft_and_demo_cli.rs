@@ -1,8 +1,9 @@
 //! End-to-end tests of `minordpo sft` and `minordpo demo`: LoRA and full-parameter SFT learn their
 //! data and write loadable results, bad SFT rows fail with the file, line and field; a shortened
-//! demo builds the data, tokenizer, a from-scratch base model and on-policy pairs, runs DPO and
-//! MinorDPO and writes a report and plots that parse; a second run reuses every step; `train` on
-//! the built-in task reuses the same base model and pairs and ends with accuracy and next steps.
+//! demo builds the data, tokenizer, a from-scratch base model and on-policy pairs, runs its sweep
+//! and writes a report and figures that parse, `plot` overlays two of its runs; a second run
+//! reuses every step; `train` on the built-in task reuses the same base model and pairs and ends
+//! with accuracy, its interval and next steps.
 //! (One test binary for both: every binary links Burn, which costs CI time.)
 
 mod common;
@@ -165,18 +166,21 @@ fn bad_sft_rows_are_named() {
 const SHORT_DEMO: &str = r#"(
     output: "OUTPUT",
     seed: 3,
-    train_questions: 300,
-    test_questions: 20,
-    eval_questions: 8,
+    questions: (train: 300, validation: 8, test: 12),
     max_answer_tokens: 24,
     vocab_size: 300,
     model: (hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2,
             num_key_value_heads: 1, max_position_embeddings: 160, tie_word_embeddings: true),
     base: (learning_rate: 3e-3, batch_size: 8, max_steps: 6, warmup_steps: 2, weight_decay: 0.0, adam_beta2: 0.98),
-    pairs: (questions: 16, samples: 2, temperature: 1.0),
+    pairs: (questions: 16, samples: 2, temperature: 1.0, reference_chosen: true),
     preference: (beta: 0.1, batch_size: 4, max_steps: 4, lora_r: 4, lora_alpha: 8.0,
-                 eval_split: 0.25, accuracy_points: 2),
-    runs: [(loss: sigmoid, learning_rate: 1e-3), (loss: minor_dpo, learning_rate: 1e-3)],
+                 eval_split: 0.25, eval_steps: 2),
+    sweep: (
+        losses: [(loss: sigmoid), (loss: minor_dpo)],
+        extras: [(loss: sigmoid, sft_weight: 1.0)],
+        learning_rates: [1e-4, 1e-2],
+        seeds: [1, 2],
+    ),
 )"#;
 
 fn run(args: &[&str]) -> (String, String) {
@@ -211,35 +215,88 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
     let config = config.to_str().unwrap();
 
     let (stdout, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
-    // the printed table: a header, a rule and one row per run
-    assert_contains(&stdout, &["| run | learning rate | test accuracy (greedy)"]);
-    assert_contains(&stdout, &["| DPO | 0.001 |", "| MinorDPO | 0.001 |"]);
-    assert_contains(&stderr, &["pairs from 16 questions"]);
+    // the printed table: one row per loss, one column per learning rate, mean ± CI per cell
+    assert_contains(
+        &stdout,
+        &[
+            "| test accuracy % | lr 0.0001 | lr 0.01 |",
+            "| DPO | ",
+            "| MinorDPO | ",
+            "| RPO | ",
+        ],
+    );
+    assert_contains(
+        &stderr,
+        &["pairs from 16 questions", "run 10/10 rpo-lr0.01-seed1"],
+    );
 
     let report = std::fs::read_to_string(output.join("report.md")).unwrap();
     assert!(report.starts_with("# MinorDPO vs DPO"));
     let rows: Vec<&str> = report
         .lines()
-        .filter(|l| l.starts_with("| DPO") || l.starts_with("| MinorDPO"))
+        .filter(|l| l.starts_with("| DPO |") || l.starts_with("| MinorDPO |"))
         .collect();
-    assert_eq!(rows.len(), 2, "{report}");
-    for row in rows {
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert!(cells[3].contains('%') && cells[3].contains('→'), "{row}");
-        for cell in &cells[4..8] {
-            cell.parse::<f64>()
-                .or_else(|_| cell.trim_end_matches('%').parse::<f64>())
-                .unwrap_or_else(|_| panic!("{row}"));
-        }
+    // test, validation and drift tables, and the selection table
+    assert_eq!(rows.len(), 8, "{report}");
+    let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
+    for cell in &cells[2..4] {
+        let (mean, half) = cell
+            .split_once(" ± ")
+            .unwrap_or_else(|| panic!("{}", rows[0]));
+        let (mean, half): (f64, f64) = (mean.parse().unwrap(), half.parse().unwrap());
+        assert!((0.0..=100.0).contains(&mean) && half >= 0.0, "{}", rows[0]);
     }
-    assert!(report.contains("## What this run shows"));
-    for svg in ["logps-dpo-lr0_001.svg", "logps-minordpo-lr0_001.svg"] {
-        assert!(report.contains(svg));
+    let rpo = report.lines().find(|l| l.starts_with("| RPO |")).unwrap();
+    assert!(rpo.contains("(1 seed)") && rpo.contains("(± n/a)"), "{rpo}");
+    for section in [
+        "## Settings chosen on the validation split",
+        "## What this sweep shows",
+        "- **MinorDPO against DPO**",
+        "![Test accuracy against learning rate](sweep.svg)",
+    ] {
+        assert!(report.contains(section), "{section}");
+    }
+    // the key figure: a line and a band per loss, and the base model's
+    assert_svg(&output.join("sweep.svg"), 4);
+    let sweep = std::fs::read_to_string(output.join("sweep.svg")).unwrap();
+    assert_eq!(sweep.matches("<polygon").count(), 3, "DPO, MinorDPO, base");
+    for svg in [
+        "logps-minordpo.svg",
+        "accuracy-minordpo.svg",
+        "accuracy-rpo.svg",
+    ] {
+        assert!(report.contains(svg), "{svg}");
         assert_svg(&output.join(svg), 2);
     }
-    for svg in ["margins.svg", "chosen.svg", "accuracy.svg"] {
-        assert_svg(&output.join(svg), 2);
-    }
+    // every run has its curves, validation accuracy from step 0 at every eval, test grades
+    let run_dir = output.join("runs/minordpo-lr0.01-seed2");
+    assert_svg(&run_dir.join("curves.svg"), 8);
+    let curves = minordpo::plot::RunCurves::load(&run_dir).unwrap();
+    let steps: Vec<f64> = curves.metrics["eval_accuracy"]
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(steps, vec![0.0, 2.0, 4.0]);
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("test.json")).unwrap()).unwrap();
+    assert_eq!(test["test"].as_str().unwrap().len(), 12);
+
+    // `plot` overlays runs in one SVG
+    let overlay = tmp.path().join("overlay.svg");
+    let (stdout, _) = run(&[
+        "plot",
+        output.join("runs/dpo-lr0.01-seed1").to_str().unwrap(),
+        run_dir.to_str().unwrap(),
+        "--output",
+        overlay.to_str().unwrap(),
+    ]);
+    assert_contains(&stdout, &["overlay.svg (2 runs)"]);
+    assert_svg(&overlay, 16);
+    let text = std::fs::read_to_string(&overlay).unwrap();
+    assert!(text.contains("dpo-lr0.01-seed1") && text.contains("minordpo-lr0.01-seed2"));
+    let out = minordpo(&["plot", tmp.path().join("nowhere").to_str().unwrap()]);
+    assert_clean_failure(&out, &["nowhere", "metrics.jsonl"]);
+
     // the base model is a Hugging Face directory; the pairs are a valid preference file
     let base = output.join("base/model");
     for file in [
@@ -252,14 +309,6 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
     }
     let loaded = minordpo::data::load_preferences(&output.join("pairs.jsonl")).unwrap();
     assert_eq!(loaded.rows.len(), 16);
-    let accuracy: Vec<(usize, f64)> = serde_json::from_str(
-        &std::fs::read_to_string(output.join("runs/minordpo-lr0.001/accuracy.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        accuracy.iter().map(|a| a.0).collect::<Vec<_>>(),
-        vec![0, 2, 4]
-    );
 
     // a bad demo config is named before anything is built
     let bad = tmp.path().join("bad.ron");
@@ -267,19 +316,20 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
         &bad,
         std::fs::read_to_string(config)
             .unwrap()
-            .replace("eval_questions: 8", "eval_questions: 80"),
+            .replace("seeds: [1, 2]", "seeds: [1, 1]"),
     )
     .unwrap();
     let out = minordpo(&["--device", "cpu", "demo", "--config", bad.to_str().unwrap()]);
     assert_clean_failure(
         &out,
-        &["demo config field `eval_questions`", "test_questions"],
+        &["demo config field `sweep.seeds`: `1` is listed twice"],
     );
 
     // everything is cached: a second run rebuilds nothing
     let (_, stderr) = run(&["--device", "cpu", "demo", "--config", config]);
     assert!(!stderr.contains("building"), "{stderr}");
-    assert_eq!(stderr.matches("reusing").count(), 8, "{stderr}");
+    // data, tokenizer, init, base, base accuracy, pairs and the ten runs
+    assert_eq!(stderr.matches("reusing").count(), 16, "{stderr}");
 
     // train on the built-in task with this demo's base model and pairs
     let train_out = tmp.path().join("train");
@@ -300,7 +350,16 @@ fn a_short_demo_runs_end_to_end_and_train_reuses_it() {
         train_out.to_str().unwrap(),
     ]);
     assert!(!stderr.contains("building"), "{stderr}");
-    assert_contains(&stdout, &["greedy accuracy on 8 test questions"]);
+    assert_contains(
+        &stdout,
+        &[
+            "greedy accuracy on 12 test questions",
+            "(base) →",
+            "change: ",
+            "paired",
+        ],
+    );
+    assert_svg(&train_out.join("curves.svg"), 4);
     assert_contains(&stdout, &["try next:", "--adapter"]);
     assert!(
         train_out

@@ -6,6 +6,7 @@ mod devices;
 mod eval;
 mod generate;
 mod merge;
+mod plot;
 mod sft;
 mod train;
 
@@ -45,8 +46,10 @@ enum Command {
     /// Supervised fine-tuning (completion-only loss): every weight or LoRA adapters.
     Sft(Box<sft::SftArgs>),
     /// The teaching demo: a tiny model learns arithmetic from scratch, then DPO and MinorDPO are
-    /// compared on its own answers at a low and a high learning rate; writes report.md and plots.
+    /// compared on its own answers across learning rates and seeds; writes report.md and figures.
     Demo(demo::DemoArgs),
+    /// Overlay the training curves of one or more runs (their metrics.jsonl) in one SVG.
+    Plot(plot::PlotArgs),
     /// Time full LoRA-DPO training steps on synthetic tokens; prints one JSON line (tokens/s,
     /// median step time, peak memory, GFLOP/s).
     Bench(bench::BenchArgs),
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(cli.device, *args),
         Command::Sft(args) => sft::run(cli.device, *args),
         Command::Demo(args) => demo::run(cli.device, args),
+        Command::Plot(args) => plot::run(args),
         Command::Bench(args) => bench::run(cli.device, args),
     };
     match result {

@@ -38,14 +38,17 @@ pub fn run(choice: DeviceChoice, args: TrainArgs) -> anyhow::Result<()> {
         config.device = choice;
     }
     args.overrides.apply(&mut config);
-    let demo = builtin::fill_in(&mut config)?;
+    let task = builtin::fill_in(&mut config)?;
     config.model = crate::hub::model_dir(&config.model)?;
     eprintln!("config:\n{}", config.to_ron());
-    let summary = crate::dpo::train(&config, Resume::from_flag(args.resume))?;
+    let resume = Resume::from_flag(args.resume);
+    let Some(task) = task else {
+        let summary = crate::dpo::train(&config, resume, None)?;
+        eprintln!("done: {summary}");
+        return Ok(());
+    };
+    let summary = task.train(&config, resume)?;
     eprintln!("done: {summary}");
-    if let Some(demo) = &demo {
-        let summary = builtin::closing_summary(&config, demo, &summary.output)?;
-        println!("{summary}");
-    }
+    println!("{}", task.closing_summary(&config, &summary.output)?);
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! `train` on the built-in task (`model`/`data: "builtin:arithmetic"`, what `configs/default.ron`
 //! sets): the `train` command swaps them for the demo's base model and on-policy pairs (built and
-//! cached when missing) before training, and after it scores the adapter and prints the next
-//! steps. Training itself never sees the demo.
+//! cached when missing), trains with greedy validation accuracy as `eval_accuracy`, and after it
+//! scores the adapter on the test questions and prints the next steps. Training itself never sees
+//! the demo.
 
 use std::path::Path;
 
-use super::{DemoConfig, eval_problems, prepare, solve};
+use super::stats::{paired_change, wilson};
+use super::{DemoConfig, Prepared, accuracy_probe, prepare, solve, splits};
 use crate::device;
 use crate::dpo::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -30,10 +32,15 @@ fn named_demo(field: &str, value: &Path) -> Option<Result<DemoConfig>> {
     })
 }
 
+/// The built-in task a `train` run uses.
+pub struct Builtin {
+    pub demo: DemoConfig,
+    pub prepared: Prepared,
+}
+
 /// Replaces a `builtin:…` `model` or `data` with the demo's base model or on-policy pairs
-/// (built and cached when missing); returns the demo config, or `None` when neither names the
-/// built-in task.
-pub fn fill_in(config: &mut TrainConfig) -> Result<Option<DemoConfig>> {
+/// (built and cached when missing); returns the task, or `None` when neither names it.
+pub fn fill_in(config: &mut TrainConfig) -> Result<Option<Builtin>> {
     let model = named_demo("model", &config.model).transpose()?;
     let data = named_demo("data", &config.data).transpose()?;
     let Some(demo) = model.clone().or_else(|| data.clone()) else {
@@ -41,47 +48,80 @@ pub fn fill_in(config: &mut TrainConfig) -> Result<Option<DemoConfig>> {
     };
     let prepared = prepare(&demo, config.device)?;
     if model.is_some() {
-        config.model = prepared.base;
+        config.model = prepared.base.clone();
     }
     if data.is_some() {
-        config.data = prepared.pairs;
+        config.data = prepared.pairs.clone();
     }
-    Ok(Some(demo))
+    Ok(Some(Builtin { demo, prepared }))
 }
 
-/// Greedy test accuracy before and after the adapter in `output/adapter`, where everything is,
-/// and what to try next.
-pub fn closing_summary(config: &TrainConfig, demo: &DemoConfig, output: &Path) -> Result<String> {
-    let device = device::select(config.device)?.device;
-    let tokenizer = Tokenizer::load(&config.model)?;
-    let problems = eval_problems(demo);
-    let adapter = output.join("adapter");
-    let score = |adapter: Option<&Path>| -> Result<f64> {
-        let model = solve::load(&config.model, adapter, &device)?;
-        solve::accuracy(
-            &model,
-            &tokenizer,
-            &problems,
-            demo.max_answer_tokens,
-            &device,
-        )
-    };
-    let (before, after) = (score(None)?, score(Some(&adapter))?);
-    let example = problems.first().map_or("", |p| p.question.as_str());
-    Ok(format!(
-        "greedy accuracy on {} test questions: {:.1}% (base) → {:.1}% (base + adapter)\n\
-         outputs: {} (adapter, metrics.jsonl, config.ron); base model: {}; pairs: {}\n\
-         try next:\n  \
-         cargo run --release -- generate --model {} --adapter {} --chat \"{example}\"\n  \
-         cargo run --release -- demo      # DPO vs MinorDPO side by side, report.md + plots\n  \
-         cargo run --release -- train --learning-rate 3e-3 --loss sigmoid --output runs/dpo-high-lr",
-        problems.len(),
-        100.0 * before,
-        100.0 * after,
-        output.display(),
-        config.model.display(),
-        config.data.display(),
-        config.model.display(),
-        adapter.display(),
-    ))
+impl Builtin {
+    /// Trains `config` with greedy validation accuracy as its probe (when the model is the
+    /// task's base model: another model's validation accuracy is its own business).
+    pub fn train(
+        &self,
+        config: &TrainConfig,
+        resume: Option<crate::train::Resume>,
+    ) -> Result<crate::train::TrainSummary> {
+        if config.model != self.prepared.base {
+            return crate::dpo::train(config, resume, None);
+        }
+        let device = device::select(config.device)?.device;
+        let mut probe = accuracy_probe(&self.demo, &self.prepared, &device)?;
+        crate::dpo::train(config, resume, Some(&mut probe))
+    }
+
+    /// Greedy test accuracy before and after the adapter in `output/adapter` with their
+    /// intervals, where everything is, and what to try next.
+    pub fn closing_summary(&self, config: &TrainConfig, output: &Path) -> Result<String> {
+        let device = device::select(config.device)?.device;
+        let tokenizer = Tokenizer::load(&config.model)?;
+        let test = splits(&self.demo).test;
+        let adapter = output.join("adapter");
+        let grade = |adapter: Option<&Path>| -> Result<Vec<bool>> {
+            let model = solve::load(&config.model, adapter, &device)?;
+            let max = self.demo.max_answer_tokens;
+            solve::graded(&model, &tokenizer, &test, max, &device)
+        };
+        let before = if config.model == self.prepared.base {
+            self.prepared.base_test.clone()
+        } else {
+            grade(None)?
+        };
+        let after = grade(Some(&adapter))?;
+        let interval = |g: &[bool]| {
+            let (lo, hi) = wilson(g.iter().filter(|&&x| x).count(), g.len());
+            format!(
+                "{:.1}% (95% CI {:.1}–{:.1})",
+                100.0 * solve::fraction(g),
+                100.0 * lo,
+                100.0 * hi
+            )
+        };
+        let change = paired_change(&before, &after);
+        let example = test.first().map_or("", |p| p.question.as_str());
+        Ok(format!(
+            "greedy accuracy on {} test questions: {} (base) → {} (base + adapter)\n\
+             change: {:+.1} points, 95% CI {:+.1} to {:+.1} (paired: the same questions before and after)\n\
+             outputs: {} (adapter, metrics.jsonl, curves.svg, config.ron); base model: {}; pairs: {}\n\
+             try next:\n  \
+             cargo run --release -- generate --model {} --adapter {} --chat \"{example}\"\n  \
+             cargo run --release -- demo      # DPO vs MinorDPO across learning rates and seeds, report.md + figures\n  \
+             cargo run --release -- train --loss sigmoid --output runs/dpo   # plain DPO, same settings\n  \
+             cargo run --release -- plot {} runs/dpo",
+            test.len(),
+            interval(&before),
+            interval(&after),
+            100.0 * change.value,
+            100.0 * change.low(),
+            100.0 * change.high(),
+            output.display(),
+            config.model.display(),
+            config.data.display(),
+            config.model.display(),
+            adapter.display(),
+            output.display(),
+        ))
+    }
 }

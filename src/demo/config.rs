@@ -1,11 +1,11 @@
 //! The demo's settings (`configs/demo.ron`, embedded in the binary): the task, the tokenizer, the
-//! tiny model and its SFT, the on-policy pairs, and the preference runs to compare.
+//! tiny model and its SFT, the on-policy pairs, and the sweep of preference runs to compare.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dpo::loss::LossKind;
+use super::sweep::Sweep;
 use crate::model::init::LlamaShape;
 
 /// The committed demo config, compiled in so the demo and `train`'s default need no files.
@@ -33,6 +33,9 @@ pub struct PairSampling {
     /// Answers sampled per question.
     pub samples: usize,
     pub temperature: f32,
+    /// When none of a question's samples is right, pair the reference worked answer (as chosen)
+    /// with a wrong one; else the question gives no pair.
+    pub reference_chosen: bool,
 }
 
 /// Settings shared by every preference run.
@@ -46,16 +49,21 @@ pub struct PreferenceTraining {
     pub lora_alpha: f64,
     /// Fraction of the pairs held out to track log-probs on.
     pub eval_split: f64,
-    /// Greedy test accuracy is measured at this many evenly spaced points (plus the start).
-    pub accuracy_points: usize,
+    /// Held-out log-probs and greedy validation accuracy (`eval_accuracy`) every this many steps
+    /// (and at the end).
+    pub eval_steps: usize,
 }
 
-/// One preference run of the comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How many questions each split holds; no calculation is in two of them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunSpec {
-    pub loss: LossKind,
-    pub learning_rate: f64,
+pub struct Questions {
+    /// For the base model's SFT and for sampling preference pairs.
+    pub train: usize,
+    /// For choosing settings: `eval_accuracy` during training, the sweep's selection.
+    pub validation: usize,
+    /// Only for the reported numbers.
+    pub test: usize,
 }
 
 /// Everything the demo does.
@@ -65,10 +73,7 @@ pub struct DemoConfig {
     /// Where every step's outputs go (steps already there with the same settings are reused).
     pub output: PathBuf,
     pub seed: u64,
-    pub train_questions: usize,
-    pub test_questions: usize,
-    /// Test questions used for greedy accuracy (≤ test_questions).
-    pub eval_questions: usize,
+    pub questions: Questions,
     /// Longest answer generated when scoring and sampling (worked answers are 40–70 tokens).
     pub max_answer_tokens: usize,
     pub vocab_size: usize,
@@ -76,7 +81,8 @@ pub struct DemoConfig {
     pub base: BaseTraining,
     pub pairs: PairSampling,
     pub preference: PreferenceTraining,
-    pub runs: Vec<RunSpec>,
+    /// The preference runs: losses × learning rates × seeds.
+    pub sweep: Sweep,
 }
 
 impl DemoConfig {
@@ -88,17 +94,15 @@ impl DemoConfig {
             )))
         };
         let max = crate::demo::task::MAX_QUESTIONS;
-        if self.train_questions + self.test_questions > max {
+        let q = self.questions;
+        if q.train + q.validation + q.test > max {
             return bad(
-                "train_questions",
-                &format!("train + test questions must be at most {max}"),
+                "questions",
+                &format!("train + validation + test must be at most {max}"),
             );
         }
-        if self.train_questions == 0 {
-            return bad("train_questions", "must be ≥ 1");
-        }
-        if self.eval_questions == 0 || self.eval_questions > self.test_questions {
-            return bad("eval_questions", "must be between 1 and test_questions");
+        if q.train == 0 || q.validation == 0 || q.test == 0 {
+            return bad("questions", "train, validation and test must each be ≥ 1");
         }
         if self.max_answer_tokens == 0 {
             return bad("max_answer_tokens", "must be ≥ 1");
@@ -126,9 +130,9 @@ impl DemoConfig {
                 "batch_size and lora_r must be ≥ 1 and beta > 0",
             );
         }
-        if p.accuracy_points == 0 || p.max_steps < p.accuracy_points {
+        if p.eval_steps == 0 || p.eval_steps > p.max_steps {
             return bad(
-                "preference.accuracy_points",
+                "preference.eval_steps",
                 "must be between 1 and preference.max_steps",
             );
         }
@@ -138,15 +142,7 @@ impl DemoConfig {
                 "must be in (0, 1): the report tracks held-out pairs",
             );
         }
-        if self.runs.is_empty() {
-            return bad("runs", "list at least one run");
-        }
-        let mut names: Vec<String> = self.runs.iter().map(super::run_name).collect();
-        names.sort();
-        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            return bad("runs", &format!("`{}` is listed twice", pair[0]));
-        }
-        Ok(())
+        self.sweep.validate()
     }
 
     /// The embedded `configs/demo.ron`.

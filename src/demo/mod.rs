@@ -1,16 +1,19 @@
-//! `minordpo demo`: the whole teaching pipeline on the built-in arithmetic task — data, a
-//! tokenizer trained here, a tiny Llama trained from scratch (full-parameter SFT), on-policy pairs
-//! from it, then DPO and MinorDPO runs side by side, each scored by greedy test accuracy and by
-//! how the chosen/rejected log-probs moved — ending in `report.md` and SVG plots.
+//! `minordpo demo`: the whole teaching experiment on the built-in arithmetic task — train,
+//! validation and test questions, a tokenizer trained here, a tiny Llama trained from scratch
+//! (full-parameter SFT), on-policy pairs from it, then a sweep of DPO, MinorDPO and extras over
+//! learning rates and seeds, each run scored by greedy accuracy (validation during training, test
+//! at the end) and by how the chosen/rejected log-probs moved — ending in `report.md` and SVG
+//! figures.
 //!
 //! Every step records the settings it was built with (`*.stamp`); a later run with the same
 //! settings reuses the step, so `train`'s default config can share the base model and pairs.
 
 pub mod builtin;
 pub mod config;
-pub mod plot;
 pub mod report;
 pub mod solve;
+pub mod stats;
+pub mod sweep;
 pub mod task;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +30,8 @@ use crate::io::write_file;
 use crate::model::init::write_random_model;
 use crate::sft::{SftConfig, SftMethod};
 use crate::tokenizer::Tokenizer;
-use task::{Problem, tokenizer::train_tokenizer};
+use sweep::RunSpec;
+use task::{Problem, Splits, tokenizer::train_tokenizer};
 
 /// Outputs of the shared steps.
 #[derive(Debug, Clone)]
@@ -36,8 +40,10 @@ pub struct Prepared {
     pub base: PathBuf,
     /// On-policy preference pairs (conversational JSONL).
     pub pairs: PathBuf,
-    /// Greedy accuracy of the base model on the evaluation questions.
-    pub base_accuracy: f64,
+    /// Whether the base model's greedy answer is right, per validation question.
+    pub base_validation: Vec<bool>,
+    /// The same per test question.
+    pub base_test: Vec<bool>,
     /// Stamp of the pairs step (later steps chain on it).
     pub stamp: String,
 }
@@ -70,20 +76,31 @@ fn chain(previous: &str, settings: serde_json::Value) -> String {
     format!("{previous}\n{settings}")
 }
 
-/// The evaluation questions of the config.
-pub fn eval_problems(config: &DemoConfig) -> Vec<Problem> {
-    let (_, mut test) = task::split(config.seed, config.train_questions, config.test_questions);
-    test.truncate(config.eval_questions);
-    test
+/// The config's train, validation and test questions.
+pub fn splits(config: &DemoConfig) -> Splits {
+    task::split(config.seed, config.questions)
+}
+
+/// Per-question results as text (`1` right, `0` wrong), compact in JSON.
+fn grades_text(graded: &[bool]) -> String {
+    graded.iter().map(|&g| if g { '1' } else { '0' }).collect()
+}
+
+fn grades_from(text: &str) -> Vec<bool> {
+    text.chars().map(|c| c == '1').collect()
 }
 
 /// Builds (or reuses) the data, tokenizer, base model and pairs.
 pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
     config.validate()?;
     let out = &config.output;
-    let (train, test) = task::split(config.seed, config.train_questions, config.test_questions);
+    let Splits {
+        train,
+        validation,
+        test,
+    } = splits(config);
     let data_dir = out.join("data");
-    let stamp = serde_json::json!({"seed": config.seed, "train": config.train_questions, "test": config.test_questions}).to_string();
+    let stamp = serde_json::json!({"seed": config.seed, "questions": config.questions}).to_string();
     cached("data", &out.join("data.stamp"), &stamp, || {
         let rows = |ps: &[Problem], f: &dyn Fn(&Problem) -> serde_json::Value| -> String {
             ps.iter().map(|p| format!("{}\n", f(p))).collect()
@@ -95,13 +112,15 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
             {"role": "user", "content": p.question}, {"role": "assistant", "content": p.worked_answer()}]})
             }),
         )?;
-        write_file(
-            &data_dir.join("test.jsonl"),
-            rows(&test, &|p| {
-                serde_json::json!({
+        let answered = |p: &Problem| {
+            serde_json::json!({
             "question": p.question, "answer": p.result(), "worked_answer": p.worked_answer()})
-            }),
-        )
+        };
+        write_file(
+            &data_dir.join("validation.jsonl"),
+            rows(&validation, &answered),
+        )?;
+        write_file(&data_dir.join("test.jsonl"), rows(&test, &answered))
     })?;
 
     let tok_dir = out.join("tokenizer");
@@ -165,41 +184,52 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
     let pairs_path = out.join("pairs.jsonl");
     let p = &config.pairs;
     let accuracy_path = out.join("base_accuracy.json");
-    let eval_set = eval_problems(config);
     let eval_stamp = chain(
         &stamp,
-        serde_json::json!({"eval_questions": config.eval_questions, "max_answer_tokens": config.max_answer_tokens}),
+        serde_json::json!({"max_answer_tokens": config.max_answer_tokens}),
     );
-    let stamp = chain(
-        &stamp,
-        serde_json::json!({"questions": p.questions, "samples": p.samples, "temperature": p.temperature, "max_answer_tokens": config.max_answer_tokens}),
-    );
+    let stamp = chain(&eval_stamp, serde_json::to_value(p).expect("json"));
     cached(
         "base accuracy",
         &out.join("base_accuracy.stamp"),
         &eval_stamp,
         || {
             let model = solve::load(&base, None, &device)?;
-            let acc = solve::accuracy(
-                &model,
-                &tokenizer,
-                &eval_set,
-                config.max_answer_tokens,
-                &device,
-            )?;
+            let grade = |problems: &[Problem]| {
+                solve::graded(
+                    &model,
+                    &tokenizer,
+                    problems,
+                    config.max_answer_tokens,
+                    &device,
+                )
+            };
+            let (v, t) = (grade(&validation)?, grade(&test)?);
             write_file(
                 &accuracy_path,
-                serde_json::json!({"accuracy": acc}).to_string(),
+                serde_json::json!({"validation": grades_text(&v), "test": grades_text(&t)})
+                    .to_string(),
             )
         },
     )?;
-    let base_accuracy = read_json(&accuracy_path)?["accuracy"]
-        .as_f64()
-        .unwrap_or(f64::NAN);
+    let grades = read_json(&accuracy_path)?;
+    let grades_of = |split: &str| grades_from(grades[split].as_str().unwrap_or(""));
+    let (base_validation, base_test) = (grades_of("validation"), grades_of("test"));
+    let interval = |g: &[bool]| {
+        let right = g.iter().filter(|&&x| x).count();
+        let (lo, hi) = stats::wilson(right, g.len());
+        format!(
+            "{:.1}% [{:.1}, {:.1}] of {}",
+            100.0 * solve::fraction(g),
+            100.0 * lo,
+            100.0 * hi,
+            g.len()
+        )
+    };
     eprintln!(
-        "base model: greedy accuracy {:.1}% on {} test questions",
-        100.0 * base_accuracy,
-        eval_set.len()
+        "base model: greedy accuracy {} validation and {} test questions",
+        interval(&base_validation),
+        interval(&base_test)
     );
     cached("on-policy pairs", &out.join("pairs.stamp"), &stamp, || {
         let model = solve::load(&base, None, &device)?;
@@ -235,7 +265,8 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
     Ok(Prepared {
         base,
         pairs: pairs_path,
-        base_accuracy,
+        base_validation,
+        base_test,
         stamp,
     })
 }
@@ -245,28 +276,22 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| Error::json(path, e))
 }
 
-/// The short name of a run: `dpo-lr0.0002`, `minordpo-lr0.003`.
-pub fn run_name(spec: &config::RunSpec) -> String {
-    let loss = spec.loss.name().to_lowercase();
-    format!("{loss}-lr{}", spec.learning_rate)
-}
-
-/// The train config of one comparison run.
+/// The train config of one run of the sweep.
 pub fn run_config(
     config: &DemoConfig,
     prepared: &Prepared,
-    spec: &config::RunSpec,
+    spec: &RunSpec,
     choice: DeviceChoice,
 ) -> TrainConfig {
     let p = &config.preference;
-    let every = (p.max_steps / p.accuracy_points.max(1)).max(1);
     TrainConfig {
         device: choice,
         model: prepared.base.clone(),
         data: prepared.pairs.clone(),
         eval_split: p.eval_split,
-        output: config.output.join("runs").join(run_name(spec)),
-        loss: spec.loss,
+        output: config.output.join("runs").join(spec.name()),
+        loss: spec.variant.loss,
+        sft_weight: spec.variant.sft_weight,
         beta: p.beta,
         learning_rate: spec.learning_rate,
         batch_size: p.batch_size,
@@ -275,63 +300,66 @@ pub fn run_config(
         lora_r: p.lora_r,
         lora_alpha: p.lora_alpha,
         max_length: config.model.max_position_embeddings,
-        seed: config.seed,
-        save_steps: every,
-        // held-out log-probs are cheap: a dozen points per curve
-        eval_steps: (p.max_steps / 12).max(1),
+        seed: spec.seed,
+        save_steps: 0,
+        eval_steps: p.eval_steps,
         logging_steps: 5,
         ..TrainConfig::default()
     }
 }
 
-/// Greedy accuracy over the run: `(step, accuracy)` at the start (the base model), at every
-/// checkpoint and at the end.
-fn accuracy_curve(
+/// The probe a run on the built-in task trains with: greedy accuracy on the validation
+/// questions, `eval_accuracy` in its metrics.
+pub fn accuracy_probe(
     config: &DemoConfig,
     prepared: &Prepared,
-    run: &TrainConfig,
     device: &Device,
-) -> Result<Vec<(usize, f64)>> {
-    let tokenizer = Tokenizer::load(&prepared.base)?;
-    let problems = eval_problems(config);
-    let mut points = vec![(0, prepared.base_accuracy)];
-    let mut adapters: Vec<(usize, PathBuf)> = (1..)
-        .map(|k| k * run.save_steps)
-        .take_while(|s| *s < run.max_steps)
-        .map(|s| {
-            (
-                s,
-                run.output.join(format!("checkpoint-{s}")).join("adapter"),
-            )
-        })
-        .collect();
-    adapters.push((run.max_steps, run.output.join("adapter")));
-    for (step, adapter) in adapters {
-        let model = solve::load(&prepared.base, Some(&adapter), device)?;
-        points.push((
-            step,
-            solve::accuracy(
-                &model,
-                &tokenizer,
-                &problems,
-                config.max_answer_tokens,
-                device,
-            )?,
-        ));
-    }
-    Ok(points)
+) -> Result<solve::AccuracyProbe> {
+    Ok(solve::AccuracyProbe {
+        problems: splits(config).validation,
+        tokenizer: Tokenizer::load(&prepared.base)?,
+        max_tokens: config.max_answer_tokens,
+        device: device.clone(),
+        at_start: Some(solve::fraction(&prepared.base_validation)),
+    })
 }
 
-/// The whole demo: prepare, run every comparison, write the report and plots. Returns the report
+/// Copies the reference log-probs of an earlier run with the same seed (the same base model and
+/// held-out split, so the same training pairs) into `output`: the cache's key still decides
+/// whether they are used.
+fn seed_reference_cache(
+    earlier: &[RunSpec],
+    spec: &RunSpec,
+    config: &DemoConfig,
+    output: &Path,
+) -> Result<()> {
+    let file = crate::dpo::reference_cache::FILE;
+    let runs = config.output.join("runs");
+    let found = earlier
+        .iter()
+        .filter(|e| e.seed == spec.seed)
+        .map(|e| runs.join(e.name()).join(file))
+        .find(|path| path.is_file());
+    if let Some(path) = found {
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        write_file(&output.join(file), text)?;
+    }
+    Ok(())
+}
+
+/// The whole demo: prepare, run the sweep, write the report and figures. Returns the report
 /// path and the printed table.
 pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, String)> {
     let started = Instant::now();
     let prepared = prepare(config, choice)?;
     let device = device::select(choice)?.device;
+    let tokenizer = Tokenizer::load(&prepared.base)?;
+    let test = splits(config).test;
+    let plan = config.sweep.plan();
     let mut results = Vec::new();
-    for spec in &config.runs {
+    for (i, spec) in plan.iter().enumerate() {
         let run = run_config(config, &prepared, spec, choice);
-        let name = run_name(spec);
+        let name = spec.name();
         // The device is left out: the same settings on another device reuse the run.
         let settings = TrainConfig {
             device: DeviceChoice::Auto,
@@ -341,26 +369,30 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
             &prepared.stamp,
             serde_json::json!({
                 "run": crate::io::to_ron(&settings),
-                "eval_questions": config.eval_questions,
                 "max_answer_tokens": config.max_answer_tokens,
             }),
         );
-        let curve_path = run.output.join("accuracy.json");
+        let test_path = run.output.join("test.json");
         cached(
-            &format!("run {name}"),
+            &format!("run {}/{} {name}", i + 1, plan.len()),
             &config.output.join("runs").join(format!("{name}.stamp")),
             &stamp,
             || {
-                crate::dpo::train(&run, None)?;
-                let curve = accuracy_curve(config, &prepared, &run, &device)?;
-                write_file(&curve_path, serde_json::to_string(&curve).expect("json"))
+                seed_reference_cache(&plan[..i], spec, config, &run.output)?;
+                let mut probe = accuracy_probe(config, &prepared, &device)?;
+                crate::dpo::train(&run, None, Some(&mut probe))?;
+                let model =
+                    solve::load(&prepared.base, Some(&run.output.join("adapter")), &device)?;
+                let graded =
+                    solve::graded(&model, &tokenizer, &test, config.max_answer_tokens, &device)?;
+                write_file(
+                    &test_path,
+                    serde_json::json!({"test": grades_text(&graded)}).to_string(),
+                )
             },
         )?;
-        let curve: Vec<(usize, f64)> = serde_json::from_value(read_json(&curve_path)?)
-            .map_err(|e| Error::json(&curve_path, e))?;
-        results.push(report::RunResult::load(spec.clone(), name, &run, curve)?);
+        let test_grades = grades_from(read_json(&test_path)?["test"].as_str().unwrap_or(""));
+        results.push(report::RunResult::load(*spec, &run, test_grades)?);
     }
-    let (path, table) =
-        report::write_report(config, &prepared, &results, started.elapsed().as_secs_f64())?;
-    Ok((path, table))
+    report::write_report(config, &prepared, &results, started.elapsed().as_secs_f64())
 }

@@ -1,4 +1,4 @@
-//! The model against the task: greedy test accuracy, and on-policy preference pairs (a correct
+//! The model against the task: greedy accuracy (also as a training probe), and on-policy preference pairs (a correct
 //! answer as `chosen`, one of the model's own wrong answers as `rejected`).
 
 use std::path::Path;
@@ -13,6 +13,7 @@ use crate::generate::sampling::Sampling;
 use crate::model::CausalLm;
 use crate::model::lora;
 use crate::tokenizer::{Message, Tokenizer};
+use crate::train::{MetricsLine, Probe};
 
 const MAX_BATCH: usize = 64;
 
@@ -58,14 +59,14 @@ pub fn answers(
         .collect()
 }
 
-/// Fraction of `problems` the model answers right with greedy decoding.
-pub fn accuracy(
+/// Whether the model's greedy answer to each of `problems` is right.
+pub fn graded(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     problems: &[Problem],
     max_tokens: usize,
     device: &Device,
-) -> Result<f64> {
+) -> Result<Vec<bool>> {
     let refs: Vec<&Problem> = problems.iter().collect();
     let texts = answers(
         model,
@@ -76,12 +77,47 @@ pub fn accuracy(
         max_tokens,
         device,
     )?;
-    let right = problems
+    Ok(problems
         .iter()
         .zip(&texts)
-        .filter(|(p, t)| is_correct(p, t))
-        .count();
-    Ok(right as f64 / problems.len().max(1) as f64)
+        .map(|(p, t)| is_correct(p, t))
+        .collect())
+}
+
+/// The fraction of `true` in `graded`.
+pub fn fraction(graded: &[bool]) -> f64 {
+    graded.iter().filter(|&&g| g).count() as f64 / graded.len().max(1) as f64
+}
+
+/// Greedy accuracy on validation questions, logged as `eval_accuracy` while a run trains.
+pub struct AccuracyProbe {
+    pub problems: Vec<Problem>,
+    pub tokenizer: Tokenizer,
+    pub max_tokens: usize,
+    /// The inference device (the training device without autodiff).
+    pub device: Device,
+    /// The accuracy before training when it is already known: a fresh adapter (B = 0) leaves
+    /// the base model's answers exactly as they were.
+    pub at_start: Option<f64>,
+}
+
+impl Probe for AccuracyProbe {
+    fn measure(&mut self, model: &CausalLm, step: usize) -> Result<MetricsLine> {
+        let accuracy = match (step, self.at_start) {
+            (0, Some(known)) => known,
+            _ => fraction(&graded(
+                &model.inference(),
+                &self.tokenizer,
+                &self.problems,
+                self.max_tokens,
+                &self.device,
+            )?),
+        };
+        Ok(MetricsLine::from_iter([(
+            "eval_accuracy".to_string(),
+            accuracy.into(),
+        )]))
+    }
 }
 
 /// One on-policy pair.
@@ -95,8 +131,8 @@ pub struct Pair {
 }
 
 /// Samples `samples` answers per problem; keeps a pair for every problem with at least one wrong
-/// answer: the first right sample (or the reference answer when none was right) against the first
-/// wrong one.
+/// answer: the first right sample against the first wrong one (the reference answer as chosen
+/// when no sample was right and `plan.reference_chosen`; else the problem is skipped).
 pub fn sample_pairs(
     model: &CausalLm,
     tokenizer: &Tokenizer,
@@ -125,6 +161,9 @@ pub fn sample_pairs(
         let Some(wrong) = group.iter().find(|t| !is_correct(p, t)) else {
             continue;
         };
+        if right.is_none() && !plan.reference_chosen {
+            continue;
+        }
         pairs.push(Pair {
             question: p.question.clone(),
             chosen: right.cloned().unwrap_or_else(|| p.worked_answer()),

@@ -18,7 +18,7 @@ use crate::model::CausalLm;
 use crate::model::lora::{self, LoraSettings};
 use crate::train::method::Method;
 use crate::train::window::StatRows;
-use crate::train::{MetricsLine, MicroBatch, Objective, Resume, TrainSummary};
+use crate::train::{MetricsLine, MicroBatch, Objective, Probe, Resume, TrainSummary};
 pub use config::{FIELDS, TrainConfig, TrainOverrides};
 use eval::{PairScoring, evaluate};
 use loss::LossParams;
@@ -128,8 +128,13 @@ fn attach_adapters(
     Ok(settings)
 }
 
-/// Runs a whole preference-training job, optionally continuing from a checkpoint.
-pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummary> {
+/// Runs a whole preference-training job, optionally continuing from a checkpoint; `probe` (the
+/// built-in task's accuracy) is measured at the start and with every evaluation.
+pub fn train(
+    config: &TrainConfig,
+    resume: Option<Resume>,
+    probe: Option<&mut dyn Probe>,
+) -> Result<TrainSummary> {
     let (start, rows) = config.start(resume, "pair", read_pairs)?;
     let device = &start.device;
     let (mut model, _) = CausalLm::load_frozen(&config.model, device, config.frozen_precision)?;
@@ -177,8 +182,8 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainSummar
         config.to_ron(),
         &config.model,
         method,
-        &mut model,
-        &mut objective,
+        (&mut model, &mut objective),
+        probe,
     )
 }
 

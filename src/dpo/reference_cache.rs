@@ -19,7 +19,8 @@ use crate::io::write_file;
 use crate::model::CausalLm;
 use crate::model::precision;
 
-const FILE: &str = "reference_logps.json";
+/// The cache file in a run's output directory.
+pub const FILE: &str = "reference_logps.json";
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {

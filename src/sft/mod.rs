@@ -182,7 +182,7 @@ pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
         config_ron,
         &config.model,
         method,
-        &mut model,
-        &mut objective,
+        (&mut model, &mut objective),
+        None,
     )
 }

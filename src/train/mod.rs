@@ -85,6 +85,14 @@ pub trait Objective {
     fn progress(&self) -> &'static [(&'static str, &'static str, usize)];
 }
 
+/// A measure of the model besides its objective's own evaluation — the built-in task's greedy
+/// accuracy on validation questions — taken before the first step and at every evaluation.
+pub trait Probe {
+    /// Metrics (`eval_…`) of `model` (on the training device; score its inference view) after
+    /// `step` steps.
+    fn measure(&mut self, model: &CausalLm, step: usize) -> Result<MetricsLine>;
+}
+
 /// The progress text of a metrics line: each of `shown` (`label value`), then tokens per second.
 fn progress_text(line: &MetricsLine, shown: &[(&str, &str, usize)]) -> String {
     let get = |k: &str| line.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
@@ -143,12 +151,14 @@ pub fn training_device(settings: &TrainingSettings) -> Result<Device> {
 /// A run to start: its settings, the resolved config (written to `config.ron`), the model
 /// directory it starts from, what it trains (the model already prepared for it) and the
 /// checkpoint it continues from ([`Resume::resolve`]).
-pub struct Run<'a> {
+pub struct Run<'a, 'p> {
     pub settings: &'a TrainingSettings,
     pub config_ron: String,
     pub base: &'a Path,
     pub method: Method,
     pub resume: Option<PathBuf>,
+    /// Measured before the first step and with every evaluation.
+    pub probe: Option<&'p mut dyn Probe>,
 }
 
 /// What a finished run produced.
@@ -263,7 +273,7 @@ pub fn optimizer_step(
 
 /// Runs the training loop of `objective` on `model` (on an autodiff device).
 pub fn train(
-    run: Run,
+    mut run: Run,
     model: &mut CausalLm,
     objective: &mut impl Objective,
     device: &Device,
@@ -283,6 +293,12 @@ pub fn train(
     let progress = Progress::new(total, start_step);
     let mut window = StepWindow::new(start_step + 1);
     let mut last_log = MetricsLine::new();
+    if let (Some(probe), 0) = (run.probe.as_deref_mut(), start_step) {
+        let mut line = probe.measure(model, 0)?;
+        line.insert("step".into(), 0.into());
+        log.append(&line)?;
+    }
+    let has_eval = objective.has_eval() || run.probe.is_some();
     for step in start_step..total {
         let lr = schedule::learning_rate(s.learning_rate, step, total, plan.warmup, s.lr_scheduler);
         let micro_batches = plan.micro_batches(step, |order| objective.arrange(order));
@@ -302,7 +318,7 @@ pub fn train(
         );
 
         let done = step + 1;
-        let cadence = Cadence::at(done, total, s, objective.has_eval());
+        let cadence = Cadence::at(done, total, s, has_eval);
         if cadence.log || cadence.save {
             window
                 .read(done)
@@ -320,7 +336,12 @@ pub fn train(
             );
             line.insert("learning_rate".into(), lr.into());
             if cadence.eval {
-                line.extend(objective.evaluate(model));
+                if objective.has_eval() {
+                    line.extend(objective.evaluate(model));
+                }
+                if let Some(probe) = run.probe.as_deref_mut() {
+                    line.extend(probe.measure(model, done)?);
+                }
             }
             log.append(&line)?;
             progress.message(done, progress_text(&line, objective.progress()));
@@ -338,6 +359,7 @@ pub fn train(
     progress.finish();
     let result = output.join(method.result_name());
     crate::io::write_dir(&result, |dir| method.write_result(model, run.base, dir))?;
+    crate::plot::write_run_curves(&output)?;
     Ok(TrainSummary {
         steps: total,
         output,

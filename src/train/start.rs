@@ -12,7 +12,7 @@ use crate::tokenizer::Tokenizer;
 use crate::train::method::Method;
 use crate::train::settings::TrainingSettings;
 use crate::train::split::split_for_eval;
-use crate::train::{Objective, Resume, Run, TrainSummary, training_device};
+use crate::train::{Objective, Probe, Resume, Run, TrainSummary, training_device};
 
 /// How a command reads its rows: `read(path, tokenizer, max_length)`.
 pub type ReadRows<T> = fn(&Path, &Tokenizer, usize) -> Result<Vec<T>>;
@@ -66,14 +66,15 @@ impl Start {
     }
 
     /// Runs the training loop ([`train`](crate::train::train)) for `objective` on `model`, which
-    /// `method` prepared, from the model directory `base`; `config_ron` goes to `config.ron`.
+    /// `method` prepared, from the model directory `base`; `config_ron` goes to `config.ron`;
+    /// `probe` is measured at the start and with every evaluation.
     pub fn train(
         self,
         config_ron: String,
         base: &Path,
         method: Method,
-        model: &mut CausalLm,
-        objective: &mut impl Objective,
+        (model, objective): (&mut CausalLm, &mut impl Objective),
+        probe: Option<&mut dyn Probe>,
     ) -> Result<TrainSummary> {
         let run = Run {
             settings: &self.settings,
@@ -81,6 +82,7 @@ impl Start {
             base,
             method,
             resume: self.resume,
+            probe,
         };
         crate::train::train(run, model, objective, &self.device)
     }

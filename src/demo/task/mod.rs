@@ -6,6 +6,7 @@ pub mod tokenizer;
 
 use std::collections::HashSet;
 
+use crate::demo::config::Questions;
 use crate::io::Rng;
 
 /// `+` or `−`.
@@ -166,25 +167,42 @@ pub fn random_problem(rng: &mut Rng) -> Problem {
 /// with `a ≥ b`): about 1.2 million; splits are kept well below, so drawing them stays fast.
 pub const MAX_QUESTIONS: usize = 500_000;
 
-/// `train` and `test` problems from `seed`, no calculation (`a op b`, either order for `+`) in
-/// both. `train + test` must be at most [`MAX_QUESTIONS`].
-pub fn split(seed: u64, train: usize, test: usize) -> (Vec<Problem>, Vec<Problem>) {
+/// The three splits of the questions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Splits {
+    pub train: Vec<Problem>,
+    pub validation: Vec<Problem>,
+    pub test: Vec<Problem>,
+}
+
+/// The calculation a problem asks for: `a + b` and `b + a` are the same one.
+fn calculation(p: &Problem) -> (u32, Op, u32) {
+    match p.op {
+        Op::Add => (p.a.min(p.b), p.op, p.a.max(p.b)),
+        Op::Sub => (p.a, p.op, p.b),
+    }
+}
+
+/// Train, validation and test problems from `seed`, no calculation in two splits (nor twice in
+/// one). The sizes must add up to at most [`MAX_QUESTIONS`].
+pub fn split(seed: u64, sizes: Questions) -> Splits {
+    let total = sizes.train + sizes.validation + sizes.test;
     let mut rng = Rng::new(seed);
     let mut seen = HashSet::new();
-    let mut problems = Vec::with_capacity(train + test);
-    while problems.len() < train + test {
+    let mut problems = Vec::with_capacity(total);
+    while problems.len() < total {
         let p = random_problem(&mut rng);
-        // a + b and b + a are the same calculation
-        let key = match p.op {
-            Op::Add => (p.a.min(p.b), p.op, p.a.max(p.b)),
-            Op::Sub => (p.a, p.op, p.b),
-        };
-        if seen.insert(key) {
+        if seen.insert(calculation(&p)) {
             problems.push(p);
         }
     }
-    let test_set = problems.split_off(train);
-    (problems, test_set)
+    let test = problems.split_off(sizes.train + sizes.validation);
+    let validation = problems.split_off(sizes.train);
+    Splits {
+        train: problems,
+        validation,
+        test,
+    }
 }
 
 #[cfg(test)]
@@ -233,17 +251,34 @@ mod tests {
 
     #[test]
     fn splits_are_seeded_disjoint_and_valid() {
-        let (train, test) = split(3, 500, 100);
-        assert_eq!((train.len(), test.len()), (500, 100));
-        assert_eq!(split(3, 500, 100).0, train);
-        assert_ne!(split(4, 500, 100).0, train);
-        let key = |p: &Problem| match p.op {
-            Op::Add => (p.a.min(p.b), p.op, p.a.max(p.b)),
-            Op::Sub => (p.a, p.op, p.b),
+        let sizes = Questions {
+            train: 500,
+            validation: 100,
+            test: 200,
         };
-        let keys: HashSet<_> = train.iter().map(key).collect();
-        assert!(test.iter().all(|p| !keys.contains(&key(p))));
-        for p in train.iter().chain(&test) {
+        let s = split(3, sizes);
+        assert_eq!(
+            (s.train.len(), s.validation.len(), s.test.len()),
+            (500, 100, 200)
+        );
+        assert_eq!(split(3, sizes), s);
+        assert_ne!(split(4, sizes).train, s.train);
+        // a larger test split leaves train and validation as they were
+        let more = split(3, Questions { test: 300, ..sizes });
+        assert_eq!((&more.train, &more.validation), (&s.train, &s.validation));
+        let all: Vec<&Problem> = s.train.iter().chain(&s.validation).chain(&s.test).collect();
+        let calculations: HashSet<_> = all.iter().map(|p| calculation(p)).collect();
+        assert_eq!(
+            calculations.len(),
+            all.len(),
+            "no calculation in two splits"
+        );
+        // 12 + 34 and 34 + 12 count as one
+        assert_eq!(
+            calculation(&problem(12, Op::Add, 34)),
+            calculation(&problem(34, Op::Add, 12))
+        );
+        for p in &all {
             assert!((10..1000).contains(&p.a) && (10..1000).contains(&p.b));
             assert!(p.question.contains(&p.a.to_string()) && !p.question.contains('{'));
             assert!(is_correct(p, &p.worked_answer()));
@@ -251,7 +286,7 @@ mod tests {
                 assert!(p.a >= p.b);
             }
         }
-        let adds = train.iter().filter(|p| p.op == Op::Add).count();
+        let adds = s.train.iter().filter(|p| p.op == Op::Add).count();
         assert!((200..300).contains(&adds), "{adds} additions");
     }
 }

@@ -81,13 +81,19 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize, dir: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::config::Questions;
     use crate::demo::task::split;
     use crate::tokenizer::{Message, Tokenizer};
 
     #[test]
     fn trains_a_tokenizer_with_single_digits_and_a_chat_template() {
-        let (train, _) = split(1, 300, 0);
-        let texts: Vec<String> = train
+        let sizes = Questions {
+            train: 300,
+            validation: 0,
+            test: 0,
+        };
+        let texts: Vec<String> = split(1, sizes)
+            .train
             .iter()
             .flat_map(|p| [p.question.clone(), p.worked_answer()])
             .collect();
