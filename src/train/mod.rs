@@ -359,7 +359,10 @@ pub fn train(
     progress.finish();
     let result = output.join(method.result_name());
     crate::io::write_dir(&result, |dir| method.write_result(model, run.base, dir))?;
-    crate::plot::write_run_curves(&output)?;
+    // The figure is a convenience: a failure to draw it costs the run nothing.
+    if let Err(e) = crate::plot::write_run_curves(&output) {
+        eprintln!("warning: {}: curves.svg not written: {e}", output.display());
+    }
     Ok(TrainSummary {
         steps: total,
         output,
