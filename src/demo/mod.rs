@@ -86,8 +86,17 @@ fn grades_text(graded: &[bool]) -> String {
     graded.iter().map(|&g| if g { '1' } else { '0' }).collect()
 }
 
-fn grades_from(text: &str) -> Vec<bool> {
-    text.chars().map(|c| c == '1').collect()
+/// The grades of `split` in the JSON file `path`, which must hold one per question.
+fn read_grades(path: &Path, split: &str, questions: usize) -> Result<Vec<bool>> {
+    let text = read_json(path)?[split].as_str().unwrap_or("").to_string();
+    if text.len() != questions || !text.chars().all(|c| c == '0' || c == '1') {
+        return Err(Error::Invalid(format!(
+            "{}: field `{split}` must hold one 0/1 grade per question ({questions}); delete the \
+             step's `.stamp` file (in the demo's output) to rebuild it",
+            path.display()
+        )));
+    }
+    Ok(text.chars().map(|c| c == '1').collect())
 }
 
 /// Builds (or reuses) the data, tokenizer, base model and pairs.
@@ -212,9 +221,8 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
             )
         },
     )?;
-    let grades = read_json(&accuracy_path)?;
-    let grades_of = |split: &str| grades_from(grades[split].as_str().unwrap_or(""));
-    let (base_validation, base_test) = (grades_of("validation"), grades_of("test"));
+    let base_validation = read_grades(&accuracy_path, "validation", validation.len())?;
+    let base_test = read_grades(&accuracy_path, "test", test.len())?;
     let interval = |g: &[bool]| {
         let right = g.iter().filter(|&&x| x).count();
         let (lo, hi) = stats::wilson(right, g.len());
@@ -391,7 +399,7 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
                 )
             },
         )?;
-        let test_grades = grades_from(read_json(&test_path)?["test"].as_str().unwrap_or(""));
+        let test_grades = read_grades(&test_path, "test", test.len())?;
         results.push(report::RunResult::load(*spec, &run, test_grades)?);
     }
     report::write_report(config, &prepared, &results, started.elapsed().as_secs_f64())
