@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::stats::{paired_change, wilson};
+use super::stats::{accuracy_text, paired_change};
 use super::{DemoConfig, Prepared, accuracy_probe, prepare, solve, splits};
 use crate::device;
 use crate::dpo::config::TrainConfig;
@@ -90,15 +90,6 @@ impl Builtin {
             grade(None)?
         };
         let after = grade(Some(&adapter))?;
-        let interval = |g: &[bool]| {
-            let (lo, hi) = wilson(g.iter().filter(|&&x| x).count(), g.len());
-            format!(
-                "{:.1}% (95% CI {:.1}–{:.1})",
-                100.0 * solve::fraction(g),
-                100.0 * lo,
-                100.0 * hi
-            )
-        };
         let change = paired_change(&before, &after);
         let example = test.first().map_or("", |p| p.question.as_str());
         Ok(format!(
@@ -111,8 +102,8 @@ impl Builtin {
              cargo run --release -- train --loss sigmoid --output runs/dpo   # plain DPO, same settings\n  \
              cargo run --release -- plot {} runs/dpo",
             test.len(),
-            interval(&before),
-            interval(&after),
+            accuracy_text(&before),
+            accuracy_text(&after),
             100.0 * change.value,
             100.0 * change.low(),
             100.0 * change.high(),

@@ -223,21 +223,12 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
     )?;
     let base_validation = read_grades(&accuracy_path, "validation", validation.len())?;
     let base_test = read_grades(&accuracy_path, "test", test.len())?;
-    let interval = |g: &[bool]| {
-        let right = g.iter().filter(|&&x| x).count();
-        let (lo, hi) = stats::wilson(right, g.len());
-        format!(
-            "{:.1}% [{:.1}, {:.1}] of {}",
-            100.0 * solve::fraction(g),
-            100.0 * lo,
-            100.0 * hi,
-            g.len()
-        )
-    };
     eprintln!(
-        "base model: greedy accuracy {} validation and {} test questions",
-        interval(&base_validation),
-        interval(&base_test)
+        "base model: greedy accuracy {} on {} validation and {} on {} test questions",
+        stats::accuracy_text(&base_validation),
+        base_validation.len(),
+        stats::accuracy_text(&base_test),
+        base_test.len()
     );
     cached("on-policy pairs", &out.join("pairs.stamp"), &stamp, || {
         let model = solve::load(&base, None, &device)?;
@@ -328,7 +319,7 @@ pub fn accuracy_probe(
         tokenizer: Tokenizer::load(&prepared.base)?,
         max_tokens: config.max_answer_tokens,
         device: device.clone(),
-        at_start: Some(solve::fraction(&prepared.base_validation)),
+        at_start: Some(stats::fraction(&prepared.base_validation)),
     })
 }
 
@@ -364,6 +355,8 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
     let tokenizer = Tokenizer::load(&prepared.base)?;
     let test = splits(config).test;
     let plan = config.sweep.plan();
+    // One probe serves every run: the same validation questions, the same base accuracy at step 0.
+    let mut probe = accuracy_probe(config, &prepared, &device)?;
     let mut results = Vec::new();
     for (i, spec) in plan.iter().enumerate() {
         let run = run_config(config, &prepared, spec, choice);
@@ -387,7 +380,6 @@ pub fn run_demo(config: &DemoConfig, choice: DeviceChoice) -> Result<(PathBuf, S
             &stamp,
             || {
                 seed_reference_cache(&plan[..i], spec, config, &run.output)?;
-                let mut probe = accuracy_probe(config, &prepared, &device)?;
                 crate::dpo::train(&run, None, Some(&mut probe))?;
                 let model =
                     solve::load(&prepared.base, Some(&run.output.join("adapter")), &device)?;

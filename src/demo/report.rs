@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::Prepared;
 use super::config::DemoConfig;
-use super::solve::fraction;
-use super::stats::{Interval, mean_interval, paired_change, wilson};
+use super::stats::{
+    Interval, accuracy_text, fraction, graded_wilson, mean_interval, paired_change,
+};
 use super::sweep::{RunSpec, Variant};
 use crate::dpo::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -316,8 +317,7 @@ fn sweep_figure(grid: &Grid, base_test: &[bool]) -> String {
         grid.rates.iter().copied().fold(0.0, f64::max),
     );
     let base = 100.0 * fraction(base_test);
-    let right = base_test.iter().filter(|&&g| g).count();
-    let (wl, wh) = wilson(right, base_test.len());
+    let (wl, wh) = graded_wilson(base_test);
     series.push(Series {
         band: vec![(lo, 100.0 * wl, 100.0 * wh), (hi, 100.0 * wl, 100.0 * wh)],
         ..Series::line("base model", vec![(lo, base), (hi, base)], "#888888").dashed()
@@ -426,15 +426,7 @@ pub fn write_report(
         &config.questions,
         &config.sweep,
     );
-    let interval = |g: &[bool]| {
-        let (lo, hi) = wilson(g.iter().filter(|&&x| x).count(), g.len());
-        format!(
-            "**{}** (95% CI {:.1}–{:.1}%)",
-            pct(fraction(g)),
-            100.0 * lo,
-            100.0 * hi
-        )
-    };
+    let interval = |g: &[bool]| format!("**{}**", accuracy_text(g));
     let mut md = format!(
         "# MinorDPO vs DPO on column arithmetic: a learning-rate sweep\n\n\
          **Setup.** A {}-layer Llama (hidden {}, {} heads) was trained from random weights on {} \

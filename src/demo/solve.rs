@@ -84,11 +84,6 @@ pub fn graded(
         .collect())
 }
 
-/// The fraction of `true` in `graded`.
-pub fn fraction(graded: &[bool]) -> f64 {
-    graded.iter().filter(|&&g| g).count() as f64 / graded.len().max(1) as f64
-}
-
 /// Greedy accuracy on validation questions, logged as `eval_accuracy` while a run trains.
 pub struct AccuracyProbe {
     pub problems: Vec<Problem>,
@@ -105,7 +100,7 @@ impl Probe for AccuracyProbe {
     fn measure(&mut self, model: &CausalLm, step: usize) -> Result<MetricsLine> {
         let accuracy = match (step, self.at_start) {
             (0, Some(known)) => known,
-            _ => fraction(&graded(
+            _ => super::stats::fraction(&graded(
                 &model.inference(),
                 &self.tokenizer,
                 &self.problems,

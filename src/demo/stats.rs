@@ -73,6 +73,27 @@ pub fn mean_interval(values: &[f64]) -> Interval {
     }
 }
 
+/// The fraction of `true` in `graded` (per-question results).
+pub fn fraction(graded: &[bool]) -> f64 {
+    graded.iter().filter(|&&g| g).count() as f64 / graded.len().max(1) as f64
+}
+
+/// The Wilson 95% interval of per-question results.
+pub fn graded_wilson(graded: &[bool]) -> (f64, f64) {
+    wilson(graded.iter().filter(|&&g| g).count(), graded.len())
+}
+
+/// An accuracy with its Wilson interval: `53.0% (95% CI 49.9–56.1)`.
+pub fn accuracy_text(graded: &[bool]) -> String {
+    let (lo, hi) = graded_wilson(graded);
+    format!(
+        "{:.1}% (95% CI {:.1}–{:.1})",
+        100.0 * fraction(graded),
+        100.0 * lo,
+        100.0 * hi
+    )
+}
+
 /// The Wilson score 95% interval `(low, high)` of `right` successes out of `n`: how far the
 /// accuracy on other questions from the same task could land (unlike `p ± z·se`, it stays inside
 /// [0, 1] and is honest near 0% and 100%).

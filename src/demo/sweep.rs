@@ -126,12 +126,12 @@ impl Sweep {
             );
         }
         let mut names: Vec<String> = self.variants().iter().map(Variant::name).collect();
-        let lrs: Vec<String> = self.learning_rates.iter().map(f64::to_string).collect();
-        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+        let mut lrs: Vec<String> = self.learning_rates.iter().map(f64::to_string).collect();
+        let mut seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
         for (field, list) in [
             ("losses", &mut names),
-            ("learning_rates", &mut lrs.clone()),
-            ("seeds", &mut seeds.clone()),
+            ("learning_rates", &mut lrs),
+            ("seeds", &mut seeds),
         ] {
             list.sort();
             if let Some(pair) = list.windows(2).find(|w| w[0] == w[1]) {
