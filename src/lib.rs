@@ -18,6 +18,7 @@ pub mod device;
 pub mod dpo;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod io;
 pub mod kernels;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use minordpo::generate::sampling::Sampling;
@@ -87,6 +87,25 @@ fn check_greedy_cases(name: &str, model: &CausalLm, dir: &Path, cases: &Value, d
     }
 }
 
+/// Each `{text, ids[, chat]}` tokenizes to `ids` (with special tokens, except a rendered chat, which
+/// must also render from its messages to `text`).
+fn check_encodings(name: &str, path: &Path, cases: &Value) {
+    let tokenizer = Tokenizer::load(path).unwrap();
+    for case in cases.as_array().into_iter().flatten() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let chat = case.get("chat");
+        if let Some(messages) = chat {
+            let messages: Vec<minordpo::tokenizer::Message> =
+                serde_json::from_value(messages.clone()).unwrap();
+            let rendered = tokenizer.apply_chat_template(&messages, true).unwrap();
+            assert_eq!(rendered, text, "{name}: rendered chat");
+        }
+        let got = tokenizer.encode(text, chat.is_none()).unwrap();
+        assert_eq!(got, want, "{name}: ids of {text:?}");
+    }
+}
+
 #[test]
 fn logits_match_transformers_on_cpu() {
     for name in MODELS {
@@ -132,7 +151,15 @@ fn real_checkpoints_match_transformers() {
     for dir in std::env::split_paths(&dirs) {
         let name = dir.display().to_string();
         let model = CausalLm::load(&dir, &device).unwrap();
-        let reference = dir.join("minordpo_reference.safetensors");
+        // A directory holds its reference; a GGUF file has it beside, as FILE.minordpo_reference.*.
+        let reference_file = |ext: &str| {
+            if dir.is_dir() {
+                dir.join(format!("minordpo_reference.{ext}"))
+            } else {
+                PathBuf::from(format!("{}.minordpo_reference.{ext}", dir.display()))
+            }
+        };
+        let reference = reference_file("safetensors");
         let (_, ids) = read_tensor(&reference, "input_ids");
         let (_, positions) = read_tensor(&reference, "positions");
         let (shape, want) = read_tensor(&reference, "logits"); // [positions, vocab]
@@ -159,9 +186,10 @@ fn real_checkpoints_match_transformers() {
                 "{name} position {position}: {err:e}"
             );
         }
-        let text = std::fs::read_to_string(dir.join("minordpo_reference.json")).unwrap();
+        let text = std::fs::read_to_string(reference_file("json")).unwrap();
         let reference: Value = serde_json::from_str(&text).unwrap();
         check_greedy_cases(&name, &model, &dir, &reference["greedy"], &device);
+        check_encodings(&name, &dir, &reference["encodings"]);
     }
 }
 

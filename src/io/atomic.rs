@@ -31,6 +31,23 @@ pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes `path` (creating its directory) by streaming into `write`, atomically: for files too
+/// large to hold in memory first (a whole model as GGUF).
+pub fn write_file_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
+    create_parent(path)?;
+    let tmp = partial(path);
+    let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    write(&mut out)
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(|e| Error::io(&tmp, e))?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
 /// Builds the directory `dir` atomically: `build` fills an empty temporary sibling, which then
 /// takes `dir`'s name. An existing `dir` is moved aside first and removed last, so a crash in
 /// between leaves one complete version (the old or the new) under `dir` or its `.old` sibling;

@@ -46,7 +46,8 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
-    /// Loads `DIR/config.json` and its safetensors weights onto `device` (in f32).
+    /// Loads `DIR/config.json` and its safetensors weights onto `device` (in f32), or a `.gguf`
+    /// file's model (dequantized).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         Ok(Self::load_frozen(dir, device, FrozenPrecision::F32)?.0)
     }
@@ -59,6 +60,15 @@ impl CausalLm {
         device: &Device,
         precision: FrozenPrecision,
     ) -> Result<(Self, FloatDType)> {
+        if crate::gguf::is_gguf(dir) {
+            let gguf = crate::gguf::GgufFile::open(dir)?;
+            let config = crate::gguf::config::model_config(&gguf)?;
+            let frozen = precision.resolve(device, gguf_storage_dtype(&gguf))?;
+            let mut weights = crate::gguf::weights::GgufWeights::new(&gguf, &config);
+            let model = Self::from_checkpoint(config.clone(), &mut weights, device, frozen)?;
+            weights.finish()?;
+            return Ok((model, frozen));
+        }
         let config = ModelConfig::from_dir(dir)?;
         let mut ckpt = Checkpoint::open(dir)?;
         let stored = ckpt.storage_dtype().and_then(float_dtype);
@@ -269,6 +279,24 @@ impl CausalLm {
     /// Logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.lm_head(self.forward_hidden(tokens, cache))
+    }
+}
+
+/// The storage precision of a GGUF's projections when every one is F16 or every one BF16
+/// (quantized types dequantize to f32).
+fn gguf_storage_dtype(gguf: &crate::gguf::GgufFile) -> Option<FloatDType> {
+    use crate::gguf::types::GgmlType;
+    let mut types = gguf
+        .tensors
+        .iter()
+        .filter(|(name, info)| name.starts_with("blk.") && info.dims.len() == 2)
+        .map(|(_, info)| info.ggml_type);
+    let first = types.next()?;
+    let all_same = types.all(|t| t == first);
+    match first {
+        GgmlType::F16 if all_same => Some(FloatDType::F16),
+        GgmlType::Bf16 if all_same => Some(FloatDType::BF16),
+        _ => None,
     }
 }
 

@@ -11,7 +11,7 @@ use super::checkpoint::transpose;
 use super::linear::Linear;
 use crate::error::{Error, Result};
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()

@@ -1,6 +1,6 @@
 //! The tokenizer of a Hugging Face model directory: `tokenizer.json` through the `tokenizers`
 //! crate, special tokens and the chat template from `tokenizer_config.json` (or
-//! `chat_template.jinja`).
+//! `chat_template.jinja`) — or rebuilt from a GGUF file's metadata (`gguf::tokenizer`).
 
 pub mod chat_template;
 
@@ -18,6 +18,7 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     special: SpecialTokens,
     chat_template: Option<ChatTemplate>,
+    chat_template_source: Option<String>,
     /// transformers' `clean_up_tokenization_spaces`, as transformers 5 applies it (never on BPE
     /// models unless forced).
     cleanup_spaces: bool,
@@ -50,9 +51,14 @@ fn clean_up_tokenization(text: &str) -> String {
 }
 
 impl Tokenizer {
-    /// Loads `DIR/tokenizer.json`, `DIR/tokenizer_config.json` (optional) and
-    /// `DIR/chat_template.jinja` (optional, preferred over the config's template).
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads the tokenizer of a model: `DIR/tokenizer.json`, `DIR/tokenizer_config.json`
+    /// (optional) and `DIR/chat_template.jinja` (optional, preferred over the config's template)
+    /// — or, for a `.gguf` file, the tokenizer its metadata describes.
+    pub fn load(path: &Path) -> Result<Self> {
+        if crate::gguf::is_gguf(path) {
+            return Self::from_gguf(&crate::gguf::GgufFile::open(path)?);
+        }
+        let dir = path;
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::tokenizer(
@@ -71,35 +77,55 @@ impl Tokenizer {
         } else {
             Value::Null
         };
+        let jinja_path = dir.join("chat_template.jinja");
+        if jinja_path.is_file() {
+            let source =
+                std::fs::read_to_string(&jinja_path).map_err(|e| Error::io(&jinja_path, e))?;
+            return Self::assemble(inner, &config, Some(source), &jinja_path);
+        }
+        let source = match config.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // A list of named templates: take "default".
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template").and_then(Value::as_str))
+                .map(str::to_owned),
+            _ => None,
+        };
+        Self::assemble(inner, &config, source, &config_path)
+    }
+
+    /// The tokenizer a GGUF file's metadata describes (see `gguf::tokenizer`).
+    pub fn from_gguf(gguf: &crate::gguf::GgufFile) -> Result<Self> {
+        let (json, config) = crate::gguf::tokenizer::tokenizer_files(gguf)?;
+        let inner: tokenizers::Tokenizer = json.to_string().parse().map_err(|e| {
+            Error::tokenizer(
+                &gguf.path,
+                format!("cannot build the tokenizer of its metadata: {e}"),
+            )
+        })?;
+        let source = config["chat_template"].as_str().map(str::to_owned);
+        Self::assemble(inner, &config, source, &gguf.path)
+    }
+
+    /// A tokenizer from its parts: `config` is `tokenizer_config.json`'s content, `template_path`
+    /// names the template's file in errors.
+    fn assemble(
+        inner: tokenizers::Tokenizer,
+        config: &Value,
+        template_source: Option<String>,
+        template_path: &Path,
+    ) -> Result<Self> {
         let special = SpecialTokens {
             bos: token_text(config.get("bos_token")),
             eos: token_text(config.get("eos_token")),
             pad: token_text(config.get("pad_token")),
             unk: token_text(config.get("unk_token")),
         };
-
-        let jinja_path = dir.join("chat_template.jinja");
-        let template_source = if jinja_path.is_file() {
-            Some(std::fs::read_to_string(&jinja_path).map_err(|e| Error::io(&jinja_path, e))?)
-        } else {
-            match config.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                // A list of named templates: take "default".
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .and_then(|t| t.get("template").and_then(Value::as_str))
-                    .map(str::to_owned),
-                _ => None,
-            }
-        };
-        let template_path = if jinja_path.is_file() {
-            &jinja_path
-        } else {
-            &config_path
-        };
         let chat_template = template_source
-            .map(|src| ChatTemplate::new(&src))
+            .as_deref()
+            .map(ChatTemplate::new)
             .transpose()
             .map_err(|e| Error::tokenizer(template_path, e.to_string()))?;
         let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
@@ -111,8 +137,14 @@ impl Tokenizer {
             inner,
             special,
             chat_template,
+            chat_template_source: template_source,
             cleanup_spaces,
         })
+    }
+
+    /// The chat template's Jinja source, if the tokenizer has one.
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.chat_template_source.as_deref()
     }
 
     /// Token ids of `text`; `add_special_tokens` applies the tokenizer's post-processor (BOS…).

@@ -1,0 +1,165 @@
+//! A GGUF file's model metadata as the `config.json` transformers' GGUF loader would build from it
+//! (`{arch}.block_count` → `num_hidden_layers`, …), so the one validating parser
+//! (`ModelConfig::from_json`) serves GGUF and Hugging Face models alike, and `merge` can write the
+//! same `config.json` into a Hugging Face directory.
+//!
+//! Supported `general.architecture` values: `llama`, `qwen2`, `qwen3`, `gemma3`. What a GGUF does not
+//! say comes from transformers' class defaults (Gemma 3's RoPE of local layers, its query scale and
+//! layer pattern), as it does for transformers.
+
+use serde_json::{Map, Value as Json, json};
+
+use super::file::GgufFile;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+
+/// `general.architecture` values this crate loads, with the Hugging Face class each becomes.
+pub const SUPPORTED: [(&str, &str, &str); 4] = [
+    ("llama", "LlamaForCausalLM", "llama"),
+    ("qwen2", "Qwen2ForCausalLM", "qwen2"),
+    ("qwen3", "Qwen3ForCausalLM", "qwen3"),
+    ("gemma3", "Gemma3ForCausalLM", "gemma3_text"),
+];
+
+/// The supported architectures, for error messages.
+pub fn supported_names() -> String {
+    let names: Vec<&str> = SUPPORTED.iter().map(|(a, _, _)| *a).collect();
+    names.join(", ")
+}
+
+/// `(GGUF key suffix, config.json field)`, the keys every supported architecture shares.
+const SHARED_KEYS: [(&str, &str); 8] = [
+    ("context_length", "max_position_embeddings"),
+    ("block_count", "num_hidden_layers"),
+    ("feed_forward_length", "intermediate_size"),
+    ("embedding_length", "hidden_size"),
+    ("rope.freq_base", "rope_theta"),
+    ("attention.head_count", "num_attention_heads"),
+    ("attention.head_count_kv", "num_key_value_heads"),
+    ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+];
+
+/// The `config.json` of the model in `gguf`.
+pub fn config_json(gguf: &GgufFile) -> Result<Json> {
+    let arch = gguf.architecture()?;
+    let Some(&(_, class, model_type)) = SUPPORTED.iter().find(|(a, _, _)| *a == arch) else {
+        return Err(Error::weights(
+            &gguf.path,
+            format!(
+                "unsupported architecture `{arch}` (metadata key `general.architecture`); \
+                 supported: {}",
+                supported_names()
+            ),
+        ));
+    };
+    let mut config = Map::new();
+    config.insert("architectures".into(), json!([class]));
+    config.insert("model_type".into(), json!(model_type));
+
+    let number = |key: &str| -> Result<Option<Json>> {
+        let full = format!("{arch}.{key}");
+        let Some(value) = gguf.metadata.get(&full) else {
+            return Ok(None);
+        };
+        if let Some(v) = value.as_u64() {
+            return Ok(Some(json!(v)));
+        }
+        match value.as_f64() {
+            Some(v) => Ok(Some(json!(f32_exact(v)))),
+            None => Err(Error::weights(
+                &gguf.path,
+                format!("metadata key `{full}` is {value:?}, not a number"),
+            )),
+        }
+    };
+    let mut extra: Vec<(&str, &str)> = SHARED_KEYS.to_vec();
+    match arch {
+        // `rope.dimension_count` is the head size only where RoPE covers the whole head.
+        "llama" => extra.push(("rope.dimension_count", "head_dim")),
+        "gemma3" => {
+            extra.push(("attention.key_length", "head_dim"));
+            extra.push(("attention.sliding_window", "sliding_window"));
+        }
+        _ => {}
+    }
+    extra.push(("vocab_size", "vocab_size"));
+    for (key, field) in extra {
+        if let Some(v) = number(key)? {
+            config.insert(field.into(), v);
+        }
+    }
+    for required in ["block_count", "embedding_length", "attention.head_count"] {
+        gguf.get(&format!("{arch}.{required}"))?;
+    }
+    if !config.contains_key("vocab_size") {
+        let tokens = gguf.get("tokenizer.ggml.tokens")?;
+        let n = tokens.as_array().map_or(0, <[_]>::len);
+        config.insert("vocab_size".into(), json!(n));
+    }
+    if !config.contains_key("intermediate_size") {
+        gguf.get(&format!("{arch}.feed_forward_length"))?;
+    }
+    if let Some(scaling) = rope_scaling(gguf, arch)? {
+        config.insert("rope_scaling".into(), scaling);
+    }
+    // llama.cpp drops the output head when it is tied to the embeddings.
+    let tied = !gguf.tensors.contains_key("output.weight");
+    config.insert("tie_word_embeddings".into(), json!(tied));
+    // Qwen2 and Qwen3 carry biases on q/k/v as tensors, not as a flag.
+    if arch == "llama" || arch == "qwen3" {
+        let bias = gguf.tensors.contains_key("blk.0.attn_q.bias");
+        config.insert("attention_bias".into(), json!(bias));
+    }
+    if arch == "llama" {
+        let mlp_bias = gguf.tensors.contains_key("blk.0.ffn_up.bias");
+        config.insert("mlp_bias".into(), json!(mlp_bias));
+    }
+    for (key, field) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+    ] {
+        if let Some(id) = gguf.metadata.get(key).and_then(|v| v.as_u64()) {
+            config.insert(field.into(), json!(id));
+        }
+    }
+    config.insert("torch_dtype".into(), json!("float32"));
+    Ok(Json::Object(config))
+}
+
+/// `{arch}.rope.scaling.*` as a `rope_scaling` object (`linear` only; `none` is no scaling).
+fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<Json>> {
+    let key = format!("{arch}.rope.scaling.type");
+    let Some(kind) = gguf.metadata.get(&key) else {
+        return Ok(None);
+    };
+    match kind.as_str() {
+        Some("none") => Ok(None),
+        Some("linear") => {
+            let factor = gguf.get(&format!("{arch}.rope.scaling.factor"))?;
+            let factor = factor.as_f64().unwrap_or(1.0);
+            Ok(Some(
+                json!({"rope_type": "linear", "factor": f32_exact(factor)}),
+            ))
+        }
+        _ => Err(Error::weights(
+            &gguf.path,
+            format!("metadata key `{key}` is {kind:?}; supported RoPE scaling: none, linear"),
+        )),
+    }
+}
+
+/// An f32 metadata value as the shortest f64 that prints back to the same f32 (`1e-5`, not
+/// `9.999999747378752e-6`), as Python's json writes the value transformers reads.
+fn f32_exact(v: f64) -> f64 {
+    let f = v as f32;
+    if f as f64 != v {
+        return v;
+    }
+    format!("{f}").parse().unwrap_or(v)
+}
+
+/// The validated model configuration of `gguf`.
+pub fn model_config(gguf: &GgufFile) -> Result<ModelConfig> {
+    let json = config_json(gguf)?;
+    ModelConfig::from_json(&json.to_string(), &gguf.path)
+}
