@@ -43,19 +43,12 @@ const TOKENIZER_FILES: [&str; 5] = [
 fn cache_key(model_dir: &Path, weight_dtype: &str, pairs: &[TokenizedPair]) -> Result<String> {
     let mut hash = ContentHash::new();
     hash.bytes(weight_dtype.as_bytes());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(model_dir)
-        .map_err(|e| Error::io(model_dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            name.is_some_and(|n| {
-                n == "config.json"
-                    || n.ends_with(".safetensors")
-                    || n.ends_with(".safetensors.index.json")
-                    || TOKENIZER_FILES.contains(&n.as_str())
-            })
-        })
-        .collect();
+    // A GGUF file holds the config, the tokenizer and the weights.
+    let mut files: Vec<PathBuf> = if model_dir.is_file() {
+        vec![model_dir.to_path_buf()]
+    } else {
+        model_files(model_dir)?
+    };
     files.sort();
     for file in &files {
         hash.file(file)?;
@@ -67,6 +60,23 @@ fn cache_key(model_dir: &Path, weight_dtype: &str, pairs: &[TokenizedPair]) -> R
         }
     }
     Ok(hash.hex())
+}
+
+/// The files of a model directory that decide its outputs.
+fn model_files(model_dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(model_dir)
+        .map_err(|e| Error::io(model_dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            name.is_some_and(|n| {
+                n == "config.json"
+                    || n.ends_with(".safetensors")
+                    || n.ends_with(".safetensors.index.json")
+                    || TOKENIZER_FILES.contains(&n.as_str())
+            })
+        })
+        .collect())
 }
 
 /// Reference `(chosen, rejected)` log-probs of every pair, from the cache in `output` when its key

@@ -73,14 +73,15 @@ pub fn config_json(gguf: &GgufFile) -> Result<Json> {
         }
     };
     let mut extra: Vec<(&str, &str)> = SHARED_KEYS.to_vec();
-    match arch {
-        // `rope.dimension_count` is the head size only where RoPE covers the whole head.
-        "llama" => extra.push(("rope.dimension_count", "head_dim")),
-        "gemma3" => {
-            extra.push(("attention.key_length", "head_dim"));
-            extra.push(("attention.sliding_window", "sliding_window"));
-        }
-        _ => {}
+    // transformers reads `rope.dimension_count` as the head size of llama (RoPE covers the whole
+    // head) and `attention.key_length` only for Gemma 3; llama.cpp writes `key_length` for every
+    // architecture whose head size is not hidden / heads (Qwen3), and so it wins here.
+    if arch == "llama" {
+        extra.push(("rope.dimension_count", "head_dim"));
+    }
+    extra.push(("attention.key_length", "head_dim"));
+    if arch == "gemma3" {
+        extra.push(("attention.sliding_window", "sliding_window"));
     }
     extra.push(("vocab_size", "vocab_size"));
     for (key, field) in extra {

@@ -284,7 +284,7 @@ impl CausalLm {
 
 /// The storage precision of a GGUF's projections when every one is F16 or every one BF16
 /// (quantized types dequantize to f32).
-fn gguf_storage_dtype(gguf: &crate::gguf::GgufFile) -> Option<FloatDType> {
+pub(crate) fn gguf_storage_dtype(gguf: &crate::gguf::GgufFile) -> Option<FloatDType> {
     use crate::gguf::types::GgmlType;
     let mut types = gguf
         .tensors

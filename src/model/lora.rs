@@ -368,20 +368,54 @@ pub fn merge(model: &mut CausalLm) {
     }
 }
 
-/// Folds `adapter` into the weights of the model in `model_dir` and writes a complete Hugging Face
-/// directory to `output`: `model.safetensors` in the source checkpoint's dtype, plus the config,
-/// generation config and tokenizer files.
+/// The base model (a directory or a GGUF file) with `adapter` folded in, on `device`.
+fn merged(model_path: &Path, adapter: &Path, device: &Device) -> Result<CausalLm> {
+    let mut model = CausalLm::load(model_path, device)?;
+    load_peft(&mut model, adapter, device)?;
+    merge(&mut model);
+    Ok(model)
+}
+
+/// Folds `adapter` into the weights of the model at `model_path` and writes a complete Hugging Face
+/// directory to `output`: `model.safetensors` in the source checkpoint's dtype (a quantized GGUF's
+/// in f32), plus the config, generation config and tokenizer files (a GGUF's, from its metadata).
 pub fn merge_to_dir(
-    model_dir: &Path,
+    model_path: &Path,
     adapter: &Path,
     output: &Path,
     device: &Device,
 ) -> Result<()> {
-    let dtype = crate::model::checkpoint::Checkpoint::open(model_dir)?
-        .storage_dtype()
-        .unwrap_or(safetensors::Dtype::F32);
-    let mut model = CausalLm::load(model_dir, device)?;
-    load_peft(&mut model, adapter, device)?;
-    merge(&mut model);
-    super::save::save_model_dir(&model, model_dir, output, dtype)
+    let dtype = if crate::gguf::is_gguf(model_path) {
+        let gguf = crate::gguf::GgufFile::open(model_path)?;
+        match crate::model::causal_lm::gguf_storage_dtype(&gguf) {
+            Some(FloatDType::F16) => safetensors::Dtype::F16,
+            Some(FloatDType::BF16) => safetensors::Dtype::BF16,
+            _ => safetensors::Dtype::F32,
+        }
+    } else {
+        crate::model::checkpoint::Checkpoint::open(model_path)?
+            .storage_dtype()
+            .unwrap_or(safetensors::Dtype::F32)
+    };
+    let model = merged(model_path, adapter, device)?;
+    super::save::save_model_dir(&model, model_path, output, dtype)
+}
+
+/// Folds `adapter` into the model at `model_path` and writes one GGUF file `output` with its 2-D
+/// weights in `wtype` and the base's tokenizer (see `gguf::write`).
+pub fn merge_to_gguf(
+    model_path: &Path,
+    adapter: &Path,
+    output: &Path,
+    wtype: crate::gguf::write::GgufWeightType,
+    device: &Device,
+) -> Result<()> {
+    use crate::gguf::write::{TokenizerSource, write_gguf};
+    let model = merged(model_path, adapter, device)?;
+    if crate::gguf::is_gguf(model_path) {
+        let gguf = crate::gguf::GgufFile::open(model_path)?;
+        write_gguf(&model, &TokenizerSource::Gguf(&gguf), output, wtype)
+    } else {
+        write_gguf(&model, &TokenizerSource::Dir(model_path), output, wtype)
+    }
 }

@@ -99,8 +99,24 @@ pub fn write_safetensors(
         .map_err(|e| Error::weights(path, format!("cannot write: {e}")))
 }
 
-/// Copies the config, generation config and tokenizer files of a model directory (those present).
+/// Copies the config, generation config and tokenizer files of a model directory (those present)
+/// into `to`; for a GGUF file, writes the `config.json`, `tokenizer.json` and
+/// `tokenizer_config.json` its metadata describes.
 pub fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
+    if crate::gguf::is_gguf(from) {
+        let gguf = crate::gguf::GgufFile::open(from)?;
+        let (tokenizer, tokenizer_config) = crate::gguf::tokenizer::tokenizer_files(&gguf)?;
+        let config = crate::gguf::config::config_json(&gguf)?;
+        for (name, json) in [
+            ("config.json", config),
+            ("tokenizer.json", tokenizer),
+            ("tokenizer_config.json", tokenizer_config),
+        ] {
+            let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
+            crate::io::write_file(&to.join(name), text)?;
+        }
+        return Ok(());
+    }
     for name in super::MODEL_FILES {
         let src = from.join(name);
         if src.is_file() {
