@@ -286,3 +286,72 @@ fn lora_trained_on_a_gguf_base_merges_into_a_gguf_and_a_directory() {
         assert!(merged_dir.join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn a_hugging_face_directory_writes_to_gguf_with_its_tokenizer_and_llama3_rope() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    // The llama3 fixture: byte-level BPE, q/k/v/o biases, Llama 3 RoPE scaling (rope_freqs).
+    for name in ["llama3", "qwen2"] {
+        let source = common::model_dir(name);
+        let model = CausalLm::load(&source, &device).unwrap();
+        let out = dir.path().join(format!("{name}.gguf"));
+        write_gguf(
+            &model,
+            &TokenizerSource::Dir(&source),
+            &out,
+            GgufWeightType::F16,
+        )
+        .unwrap();
+        let back = CausalLm::load(&out, &device).unwrap();
+        // The same RoPE (a small head fits several Llama 3 parameter sets to one set of divisors).
+        let (got, want) = (back.rope.inv_freq(), model.rope.inv_freq());
+        let same = got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs());
+        assert!(same, "{name}: RoPE {got:?} vs {want:?}");
+        assert_eq!(back.config.qkv_bias, model.config.qkv_bias, "{name}");
+        let ids: Vec<i64> = (0..10).map(|i| (i * 31 + 7) % 300).collect();
+        let want: Vec<f64> = logits(&model, &ids, &device)
+            .iter()
+            .map(|&v| v.into())
+            .collect();
+        let err = max_abs_diff(&logits(&back, &ids, &device), &want);
+        assert!(err < 2e-2, "{name}: max |Δlogit| = {err:e}");
+        let (hf, gguf) = (
+            Tokenizer::load(&source).unwrap(),
+            Tokenizer::load(&out).unwrap(),
+        );
+        for text in [
+            "hello world",
+            "  spaced  out\n\nlines 12345",
+            "café <|im_start|>",
+        ] {
+            let ids = hf.encode(text, true).unwrap();
+            assert_eq!(gguf.encode(text, true).unwrap(), ids, "{name}: {text:?}");
+            assert_eq!(
+                gguf.decode(&ids, false).unwrap(),
+                hf.decode(&ids, false).unwrap()
+            );
+        }
+        assert_eq!(
+            gguf.chat_template_source(),
+            hf.chat_template_source(),
+            "{name}"
+        );
+    }
+    // Gemma 3's layer pattern is fixed in GGUF; the fixture's three layers do not follow it.
+    let gemma = CausalLm::load(&common::model_dir("gemma3"), &device).unwrap();
+    let source = common::model_dir("gemma3");
+    let out = dir.path().join("gemma3.gguf");
+    let err = write_gguf(
+        &gemma,
+        &TokenizerSource::Dir(&source),
+        &out,
+        GgufWeightType::F16,
+    );
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("not GGUF's fixed pattern"), "{err}");
+    assert!(!out.exists());
+}

@@ -10,8 +10,10 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::file::GgufFile;
+use super::write::llama3_rope_factors;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
+use crate::model::config::RopeScaling;
 
 /// `general.architecture` values this crate loads, with the Hugging Face class each becomes.
 pub const SUPPORTED: [(&str, &str, &str); 4] = [
@@ -103,6 +105,16 @@ pub fn config_json(gguf: &GgufFile) -> Result<Json> {
     if let Some(scaling) = rope_scaling(gguf, arch)? {
         config.insert("rope_scaling".into(), scaling);
     }
+    if gguf.tensors.contains_key(ROPE_FREQS) {
+        let json = Json::Object(config.clone());
+        let head_dim = ModelConfig::from_json(&json.to_string(), &gguf.path)?.head_dim;
+        let theta = config
+            .get("rope_theta")
+            .and_then(Json::as_f64)
+            .unwrap_or(10_000.0);
+        let scaling = llama3_scaling(gguf, head_dim, theta)?;
+        config.insert("rope_scaling".into(), scaling);
+    }
     // llama.cpp drops the output head when it is tied to the embeddings.
     let tied = !gguf.tensors.contains_key("output.weight");
     config.insert("tie_word_embeddings".into(), json!(tied));
@@ -125,6 +137,50 @@ pub fn config_json(gguf: &GgufFile) -> Result<Json> {
     }
     config.insert("torch_dtype".into(), json!("float32"));
     Ok(Json::Object(config))
+}
+
+/// The tensor in which llama.cpp stores Llama 3's RoPE scaling: a divisor per rotary pair.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// The Llama 3 `rope_scaling` whose divisors are `rope_freqs.weight`: `factor` is the largest, and
+/// the other three are the first of Llama 3.x's own (1, 4, 8192) and nearby powers of two that
+/// reproduce every divisor. transformers' GGUF loader ignores the tensor (and so runs Llama 3.1+
+/// GGUFs without their scaling); llama.cpp applies it, and so does minordpo.
+fn llama3_scaling(gguf: &GgufFile, head_dim: usize, theta: f64) -> Result<Json> {
+    let info = gguf.info(ROPE_FREQS)?;
+    let stored = info.ggml_type.dequantize(gguf.bytes(ROPE_FREQS)?);
+    let factor = stored.iter().copied().fold(1.0f32, f32::max) as f64;
+    // Released models' values first: a small head can fit several, all with the same divisors.
+    for (low, high) in [(1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 4.0)] {
+        let originals = [
+            8192u32, 4096, 16384, 32768, 65536, 131072, 2048, 1024, 512, 256, 128, 64,
+        ];
+        for original in originals.map(f64::from) {
+            let scaling = RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position_embeddings: original,
+            };
+            let Some(want) = llama3_rope_factors(head_dim, theta, &scaling) else {
+                continue;
+            };
+            let close = |(a, b): (&f32, &f32)| (a - b).abs() <= 1e-4 * a.abs().max(1.0);
+            if want.len() == stored.len() && want.iter().zip(&stored).all(close) {
+                return Ok(json!({
+                    "rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": original,
+                }));
+            }
+        }
+    }
+    Err(Error::weights(
+        &gguf.path,
+        format!(
+            "tensor `{ROPE_FREQS}` holds RoPE frequency factors that are not Llama 3's scaling; \
+             only that scaling is supported"
+        ),
+    ))
 }
 
 /// `{arch}.rope.scaling.*` as a `rope_scaling` object (`linear` only; `none` is no scaling).

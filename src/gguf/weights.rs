@@ -3,7 +3,8 @@
 //! (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`), the Q/K row permutation of
 //! the `llama` architecture undone, and Gemma's `+1` on norm weights taken off.
 //!
-//! The same mapping, run the other way, is what the GGUF writer uses (`gguf::write`).
+//! `rope_freqs.weight` (Llama 3's RoPE scaling) is read into the config by `gguf::config`. The
+//! same mapping, run the other way, is what the GGUF writer uses (`gguf::write`).
 
 use std::collections::HashSet;
 
@@ -12,10 +13,6 @@ use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::model::checkpoint::WeightSource;
 use crate::model::config::Architecture;
-
-/// The one GGUF tensor llama.cpp adds that transformers does not read (Llama 3's RoPE
-/// frequency factors; transformers' GGUF loader ignores them too).
-const IGNORED: [&str; 1] = ["rope_freqs.weight"];
 
 /// `(transformers' suffix inside a layer, llama.cpp's)` for every architecture but Gemma 3's norms.
 const LAYER_NAMES: [(&str, &str); 11] = [
@@ -140,7 +137,7 @@ impl<'a> GgufWeights<'a> {
             .gguf
             .order
             .iter()
-            .filter(|n| !self.taken.contains(*n) && !IGNORED.contains(&n.as_str()))
+            .filter(|n| !self.taken.contains(*n) && n.as_str() != super::config::ROPE_FREQS)
             .map(String::as_str)
             .collect();
         if unexpected.is_empty() {

@@ -15,7 +15,7 @@ use super::file::{DEFAULT_ALIGNMENT, GgufFile, MAGIC, Value};
 use super::types::{GgmlType, encode_f16, quantize_q8_0};
 use super::weights::{Layout, gguf_name, layout, permute_rows};
 use crate::error::{Error, Result};
-use crate::model::config::{Architecture, RopeScaling};
+use crate::model::config::{Architecture, LayerKind, RopeScaling};
 use crate::model::save::host;
 use crate::model::{CausalLm, ModelConfig};
 
@@ -47,18 +47,36 @@ impl GgufWeightType {
 }
 
 /// llama.cpp's architecture name of `config`.
-fn arch_name(config: &ModelConfig) -> Result<&'static str> {
-    Ok(match config.architecture {
+fn arch_name(config: &ModelConfig) -> &'static str {
+    match config.architecture {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
         Architecture::Gemma3 => "gemma3",
-    })
+    }
+}
+
+/// Gemma 3 in GGUF has no layer pattern: llama.cpp (and transformers' GGUF loader) make every
+/// sixth layer full and the others sliding, so a model laid out otherwise cannot be written.
+fn check_gemma_layers(config: &ModelConfig) -> Result<()> {
+    let fits = config.layer_kinds.iter().enumerate().all(|(i, kind)| {
+        let full = (i + 1).is_multiple_of(6);
+        full == (*kind == LayerKind::Full)
+    });
+    if config.architecture != Architecture::Gemma3 || fits {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "this Gemma 3 model's layer types ({:?}) are not GGUF's fixed pattern (every sixth layer \
+         full attention, the others sliding); llama.cpp would run it wrongly",
+        config.layer_kinds
+    )))
 }
 
 /// The architecture keys llama.cpp reads for `config`.
 fn model_metadata(config: &ModelConfig, wtype: GgufWeightType) -> Result<Vec<(String, Value)>> {
-    let arch = arch_name(config)?;
+    check_gemma_layers(config)?;
+    let arch = arch_name(config);
     let c = config;
     let u = |v: usize| Value::U32(v as u32);
     let mut kv: Vec<(String, Value)> = vec![
@@ -89,8 +107,8 @@ fn model_metadata(config: &ModelConfig, wtype: GgufWeightType) -> Result<Vec<(St
         key("rope.dimension_count", u(c.head_dim));
     }
     if let Some(window) = c.layer_kinds.iter().find_map(|k| match k {
-        crate::model::config::LayerKind::Sliding { window } => Some(*window),
-        crate::model::config::LayerKind::Full => None,
+        LayerKind::Sliding { window } => Some(*window),
+        LayerKind::Full => None,
     }) {
         key("attention.sliding_window", u(window));
     }
@@ -101,22 +119,22 @@ fn model_metadata(config: &ModelConfig, wtype: GgufWeightType) -> Result<Vec<(St
     Ok(kv)
 }
 
-/// llama.cpp's `rope_freqs.weight` for Llama 3 RoPE scaling: one factor per rotary pair.
-fn llama3_rope_factors(config: &ModelConfig) -> Option<Vec<f32>> {
+/// llama.cpp's `rope_freqs.weight` for Llama 3 RoPE scaling: one frequency divisor per rotary
+/// pair (`convert_hf_to_gguf.py`'s formula).
+pub fn llama3_rope_factors(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Option<Vec<f32>> {
     let RopeScaling::Llama3 {
         factor,
         low_freq_factor,
         high_freq_factor,
         original_max_position_embeddings: old,
-    } = config.rope_scaling
+    } = *scaling
     else {
         return None;
     };
-    let dim = config.head_dim;
     let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
-    let factors = (0..dim / 2).map(|i| {
-        let exponent = (2 * i) as f32 / dim as f32;
-        let freq = 1.0 / (config.rope_theta as f32).powf(exponent);
+    let factors = (0..head_dim / 2).map(|i| {
+        let exponent = (2 * i) as f32 / head_dim as f32;
+        let freq = 1.0 / (theta as f32).powf(exponent);
         let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
         let f = if wavelen < high_wavelen {
             1.0
@@ -210,12 +228,6 @@ fn byte_level_metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
         .map(Value::String)
         .collect();
 
-    let config_path = dir.join("tokenizer_config.json");
-    let config = if config_path.is_file() {
-        read_json(&config_path)?
-    } else {
-        Json::Null
-    };
     let tokenizer = crate::tokenizer::Tokenizer::load(dir)?;
     let id = |t: &Option<String>| t.as_deref().and_then(|t| tokenizer.token_to_id(t));
     let special = tokenizer.special_tokens();
@@ -245,8 +257,14 @@ fn byte_level_metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
             kv.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
         }
     }
-    let add_bos = config["add_bos_token"].as_bool().unwrap_or(false);
+    // What the post-processor adds is what llama.cpp must add: compare an encoding with and
+    // without special tokens.
+    let plain = tokenizer.encode("a", false)?;
+    let full = tokenizer.encode("a", true)?;
+    let add_bos = full.len() > plain.len() && full.first() != plain.first();
+    let add_eos = full.len() > plain.len() && full.last() != plain.last();
     kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos)));
+    kv.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)));
     if let Some(template) = tokenizer.chat_template_source() {
         kv.push((
             "tokenizer.chat_template".into(),
@@ -323,7 +341,9 @@ fn tensors(model: &CausalLm, wtype: GgufWeightType) -> Result<Vec<OutTensor>> {
             push(&format!("{name}.bias"), host(b.val()), &[d_out])?;
         }
     }
-    if let Some(factors) = llama3_rope_factors(config) {
+    if let Some(factors) =
+        llama3_rope_factors(config.head_dim, config.rope_theta, &config.rope_scaling)
+    {
         let len = factors.len() as u64;
         out.push(OutTensor {
             name: "rope_freqs.weight".into(),
