@@ -19,7 +19,7 @@ use minordpo::model::precision::{self, FrozenPrecision};
 use minordpo::tokenizer::Tokenizer;
 use serde_json::Value;
 
-use common::model_dir;
+use common::{logits, model_dir};
 
 /// Evaluates `pairs` in batches of `batch_size` with `kind`, the LM head fused in chunks of
 /// `chunk` positions (0 = whole logits).
@@ -246,16 +246,6 @@ fn fresh_adapters_give_exactly_ln2() {
     for loss in &stats.loss {
         assert_eq!(*loss as f32, std::f32::consts::LN_2);
     }
-}
-
-fn logits(model: &CausalLm, ids: &[i64], device: &Device) -> Vec<f32> {
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device);
-    model
-        .forward(tokens, None)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .unwrap()
 }
 
 #[test]

@@ -16,7 +16,7 @@ use minordpo::model::CausalLm;
 use minordpo::tokenizer::Tokenizer;
 use serde_json::Value;
 
-use common::{minordpo, read_tensor, words};
+use common::{assert_clean_failure, logits, minordpo, minordpo_ok, read_tensor, words};
 
 const MODELS: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
 
@@ -31,17 +31,6 @@ fn fixture(name: &str) -> PathBuf {
 fn expected_json(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(&format!("{name}.expected.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// Logits `[seq, vocab]` of `ids` as f32.
-fn logits(model: &CausalLm, ids: &[i64], device: &Device) -> Vec<f32> {
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device);
-    model
-        .forward(tokens, None)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
@@ -180,10 +169,8 @@ fn generate_error(model: &Path) -> String {
     let out = minordpo(&[
         "generate", "--device", "cpu", "--model", model, "--prompt", "hi",
     ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+    assert_clean_failure(&out, &[model]);
+    common::stderr(&out)
 }
 
 #[test]
@@ -193,7 +180,6 @@ fn bad_gguf_files_are_clear_errors() {
         b.truncate(b.len() - 1000)
     });
     let err = generate_error(&truncated);
-    assert!(err.contains("truncated.gguf"), "{err}");
     assert!(
         err.contains("truncated GGUF file: tensor `output.weight`"),
         "{err}"
@@ -238,12 +224,7 @@ fn lora_trained_on_a_gguf_base_merges_into_a_gguf_and_a_directory() {
     let mut args = words("train --device cpu --max-steps 2 --learning-rate 1e-2");
     args.extend(["--model", model, "--data", data.to_str().unwrap()]);
     args.extend(["--output", run.to_str().unwrap()]);
-    let out = minordpo(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    minordpo_ok(&args);
     let adapter = run.join("adapter");
     let merged_gguf = dir.path().join("merged.gguf");
     let merged_dir = dir.path().join("merged");
@@ -251,12 +232,7 @@ fn lora_trained_on_a_gguf_base_merges_into_a_gguf_and_a_directory() {
         let mut args = words("merge --model");
         args.extend([model, "--adapter", adapter.to_str().unwrap()]);
         args.extend(["--output", output.to_str().unwrap()]);
-        let out = minordpo(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        minordpo_ok(&args);
     }
     // The directory (f32 weights, config and tokenizer rebuilt from the GGUF) and the f16 GGUF
     // give the same greedy text as the base with its adapter.
@@ -266,13 +242,7 @@ fn lora_trained_on_a_gguf_base_merges_into_a_gguf_and_a_directory() {
         if let Some(a) = adapter {
             args.extend(["--adapter", a.to_str().unwrap()]);
         }
-        let out = minordpo(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(minordpo_ok(&args).stdout).unwrap()
     };
     let want = greedy(&fixture("llama.gguf"), Some(&adapter));
     assert_eq!(greedy(&merged_dir, None), want);

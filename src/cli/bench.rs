@@ -10,7 +10,7 @@ use crate::model::precision::FrozenPrecision;
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["model", "preset"])))]
 pub struct BenchArgs {
-    /// Hugging Face model directory to benchmark.
+    /// Hugging Face model directory or GGUF file to benchmark.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Random weights with a real model's shape (no download): tiny, smollm2-135m,

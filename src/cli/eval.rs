@@ -14,7 +14,7 @@ use crate::tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Hugging Face model directory of the base (reference) model.
+    /// Hugging Face model directory or GGUF file of the base (reference) model.
     #[arg(long)]
     model: PathBuf,
     /// PEFT LoRA adapter directory; the policy is base + adapter (without it, policy = reference).

@@ -14,7 +14,7 @@ use crate::tokenizer::{Message, Tokenizer};
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "chat"])))]
 pub struct GenerateArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json, …).
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json, …) or GGUF file.
     #[arg(long)]
     model: PathBuf,
     /// PEFT LoRA adapter directory to apply on top of the model.

@@ -33,11 +33,11 @@ struct Cli {
 enum Command {
     /// List the GPU adapters wgpu finds (name, type, graphics API) and what `auto` would pick.
     Devices,
-    /// Generate text from a Hugging Face model directory, streaming it to stdout.
+    /// Generate text from a Hugging Face model directory or GGUF file, streaming it to stdout.
     Generate(generate::GenerateArgs),
     /// Evaluate a policy (base + adapter) against the base model on preference pairs.
     Eval(eval::EvalArgs),
-    /// Fold a LoRA adapter into the base weights and write a Hugging Face model directory.
+    /// Fold a LoRA adapter into the base weights and write a Hugging Face model directory or a GGUF file.
     Merge(merge::MergeArgs),
     /// Preference-tune a LoRA adapter with DPO, MinorDPO, DPOP, IPO or hinge loss. With no
     /// arguments: MinorDPO on the built-in arithmetic task (configs/default.ron), nothing to

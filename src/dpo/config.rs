@@ -20,7 +20,7 @@ training_config! {
         warmup_ratio: 0.1,
         logging_steps: 1,
     }
-    /// Hugging Face model directory (config.json, safetensors, tokenizer files), a Hub id
+    /// Hugging Face model directory (config.json, safetensors, tokenizer files), a GGUF file, a Hub id
     /// `ORG/NAME[@REVISION]`, or `builtin:arithmetic` for the built-in task's base model (built
     /// and cached when missing; `builtin:DEMO.ron` takes that demo config's).
     model: PathBuf = PathBuf::new(),

@@ -6,11 +6,13 @@
 //! reference: the same `config.json` fields (`config.rs`), the same tokenizer (`tokenizer.rs`) and
 //! the same tensors (`weights.rs`, dequantized by `types.rs` exactly as the `gguf` package does).
 
+pub mod byte_level;
 pub mod config;
 pub mod file;
 pub mod tokenizer;
 pub mod types;
 pub mod weights;
 pub mod write;
+pub mod write_tokenizer;
 
 pub use file::{GgufFile, is_gguf};

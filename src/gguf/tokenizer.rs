@@ -16,52 +16,13 @@ use std::collections::HashMap;
 
 use serde_json::{Value as Json, json};
 
-use super::file::GgufFile;
+use super::byte_level::{bytes_to_unicode, split_regex};
+use super::file::{GgufFile, Value};
 use crate::error::{Error, Result};
 
 /// llama.cpp's token types.
 const CONTROL: u64 = 3;
 const USER_DEFINED: u64 = 4;
-
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// The split regex of a `tokenizer.ggml.pre` (transformers' `GGUF_PRE_TOKENIZER_SPLITS`); others
-/// keep GPT-2's own byte-level regex.
-fn split_regex(pre: &str) -> Option<&'static str> {
-    Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
-        "tekken" => TEKKEN_SPLIT,
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
-        "qwen35" => QWEN35_SPLIT,
-        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
-        _ => return None,
-    })
-}
-
-/// GPT-2's reversible byte → printable character table.
-fn bytes_to_unicode() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let printable = |b: u32| {
-        (b'!' as u32..=b'~' as u32).contains(&b)
-            || (0xA1..=0xAC).contains(&b)
-            || (0xAE..=0xFF).contains(&b)
-    };
-    let mut n = 0;
-    for b in 0..256u32 {
-        table[b as usize] = if printable(b) {
-            char::from_u32(b).expect("latin-1")
-        } else {
-            n += 1;
-            char::from_u32(255 + n).expect("latin extended")
-        };
-    }
-    table
-}
 
 /// What the metadata says about the vocabulary.
 struct Vocab {
@@ -71,43 +32,42 @@ struct Vocab {
     merges: Option<Vec<String>>,
 }
 
-fn strings(gguf: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
+/// The list under `key` (`None` when absent), each item converted by `item`; `what` names the
+/// items in the error for a malformed list.
+fn list<T>(
+    gguf: &GgufFile,
+    key: &str,
+    what: &str,
+    item: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
     let Some(value) = gguf.metadata.get(key) else {
         return Ok(None);
     };
-    let bad = || {
-        Error::tokenizer(
-            &gguf.path,
-            format!("metadata key `{key}` is not a list of strings"),
-        )
-    };
+    let bad = || Error::tokenizer(&gguf.path, format!("metadata key `{key}` is not {what}"));
     let items = value.as_array().ok_or_else(bad)?;
     items
         .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
-        .collect::<Result<Vec<_>>>()
+        .map(|v| item(v).ok_or_else(bad))
+        .collect::<Result<Vec<T>>>()
         .map(Some)
 }
 
+fn strings(gguf: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
+    list(gguf, key, "a list of strings", |v| {
+        v.as_str().map(str::to_owned)
+    })
+}
+
 fn numbers(gguf: &GgufFile, key: &str, len: usize) -> Result<Option<Vec<f64>>> {
-    let Some(value) = gguf.metadata.get(key) else {
-        return Ok(None);
-    };
-    let bad = || {
-        Error::tokenizer(
+    let what = format!("a list of {len} numbers");
+    let numbers = list(gguf, key, &what, Value::as_f64)?;
+    match numbers {
+        Some(n) if n.len() != len => Err(Error::tokenizer(
             &gguf.path,
-            format!("metadata key `{key}` is not a list of {len} numbers"),
-        )
-    };
-    let items = value
-        .as_array()
-        .filter(|a| a.len() == len)
-        .ok_or_else(bad)?;
-    items
-        .iter()
-        .map(|v| v.as_f64().ok_or_else(bad))
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+            format!("metadata key `{key}` is not {what}"),
+        )),
+        other => Ok(other),
+    }
 }
 
 impl Vocab {
@@ -448,15 +408,6 @@ fn post_processor(bos: Option<(&str, usize)>, eos: Option<(&str, usize)>) -> Jso
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_table_is_gpt2s() {
-        let t = bytes_to_unicode();
-        assert_eq!(t[b'a' as usize], 'a');
-        assert_eq!(t[b' ' as usize], 'Ġ');
-        assert_eq!(t[b'\n' as usize], 'Ċ');
-        assert_eq!(t[0], 'Ā');
-    }
 
     #[test]
     fn derived_merges_follow_score_then_length() {

@@ -28,7 +28,7 @@ training_config! {
         warmup_ratio: 0.03,
         logging_steps: 10,
     }
-    /// Hugging Face model directory to start from, or a Hub id `ORG/NAME[@REVISION]`.
+    /// Hugging Face model directory to start from, a GGUF file, or a Hub id `ORG/NAME[@REVISION]`.
     model: PathBuf = PathBuf::new(),
     /// Training rows: `prompt`/`completion` or `messages` (.jsonl, .jsonl.gz, .json, .parquet, or
     /// a Hub dataset split `ORG/NAME[:SPLIT]`).

@@ -115,6 +115,25 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the `minordpo` binary and asserts it succeeded (showing its stderr when not).
+pub fn minordpo_ok(args: &[&str]) -> Output {
+    let out = minordpo(args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// Logits `[seq, vocab]` of one sequence of `ids`, as f32.
+pub fn logits(model: &minordpo::model::CausalLm, ids: &[i64], device: &Device) -> Vec<f32> {
+    use burn::prelude::{Int, Tensor, TensorData};
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device);
+    model
+        .forward(tokens, None)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap()
+}
+
 /// Asserts a non-zero exit with every needle in stderr and no panic.
 pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     let err = stderr(out);
