@@ -200,6 +200,11 @@ fn bad_gguf_files_are_clear_errors() {
         "{err}"
     );
 
+    let missing = dir.path().join("missing.gguf");
+    assert!(generate_error(&missing).contains("missing.gguf: GGUF file not found"));
+    let not_gguf = edited(dir.path(), "llama.gguf", "not.gguf", |b| b[0] = b'X');
+    assert!(generate_error(&not_gguf).contains("not a GGUF file (no `GGUF` magic)"));
+
     let arch = edited(dir.path(), "llama.gguf", "arch.gguf", |b| {
         let at = find(b, b"general.architecture") + "general.architecture".len() + 4 + 8;
         b[at..at + 5].copy_from_slice(b"bloom");

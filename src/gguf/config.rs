@@ -127,13 +127,22 @@ pub fn config_json(gguf: &GgufFile) -> Result<Json> {
         let mlp_bias = gguf.tensors.contains_key("blk.0.ffn_up.bias");
         config.insert("mlp_bias".into(), json!(mlp_bias));
     }
-    for (key, field) in [
-        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
-        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
-    ] {
-        if let Some(id) = gguf.metadata.get(key).and_then(|v| v.as_u64()) {
-            config.insert(field.into(), json!(id));
-        }
+    let id = |key: &str| gguf.metadata.get(key).and_then(|v| v.as_u64());
+    if let Some(bos) = id("tokenizer.ggml.bos_token_id") {
+        config.insert("bos_token_id".into(), json!(bos));
+    }
+    // Generation stops at EOS and, as in llama.cpp, at an end-of-turn token the file names.
+    let stops: Vec<u64> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+        .into_iter()
+        .filter_map(id)
+        .collect();
+    let eos = match stops.as_slice() {
+        [] => None,
+        [eos] => Some(json!(eos)),
+        _ => Some(json!(stops)),
+    };
+    if let Some(eos) = eos {
+        config.insert("eos_token_id".into(), eos);
     }
     config.insert("torch_dtype".into(), json!("float32"));
     Ok(Json::Object(config))

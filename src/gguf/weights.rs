@@ -8,7 +8,10 @@
 
 use std::collections::HashSet;
 
+use burn::tensor::FloatDType;
+
 use super::file::GgufFile;
+use super::types::GgmlType;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::model::checkpoint::WeightSource;
@@ -113,6 +116,23 @@ pub fn permute_rows(values: &[f32], heads: usize, cols: usize, inverse: bool) ->
         }
     }
     out
+}
+
+/// The storage precision of a GGUF's projections when every one is F16 or every one BF16
+/// (quantized types dequantize to f32).
+pub fn storage_dtype(gguf: &GgufFile) -> Option<FloatDType> {
+    let mut types = gguf
+        .tensors
+        .iter()
+        .filter(|(name, info)| name.starts_with("blk.") && info.dims.len() == 2)
+        .map(|(_, info)| info.ggml_type);
+    let first = types.next()?;
+    let all_same = types.all(|t| t == first);
+    match first {
+        GgmlType::F16 if all_same => Some(FloatDType::F16),
+        GgmlType::Bf16 if all_same => Some(FloatDType::BF16),
+        _ => None,
+    }
 }
 
 /// A GGUF file as a [`WeightSource`].

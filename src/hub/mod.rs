@@ -253,9 +253,21 @@ fn files_below(dir: &Path) -> Vec<String> {
     out
 }
 
-/// A model argument as a directory: an existing path as given; else a Hub id, resolved to its
-/// snapshot directory in the cache (downloading what is missing unless offline).
+/// A model argument as a directory: an existing path as given (a `.gguf` name must be a GGUF
+/// file); else a Hub id, resolved to its snapshot directory in the cache (downloading what is
+/// missing unless offline).
 pub fn model_dir(spec: &Path) -> Result<PathBuf> {
+    let named_gguf = spec
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if named_gguf && !crate::gguf::is_gguf(spec) {
+        let message = if spec.exists() {
+            "not a GGUF file (no `GGUF` magic)"
+        } else {
+            "GGUF file not found"
+        };
+        return Err(Error::weights(spec, message));
+    }
     if spec.exists() {
         return Ok(spec.to_path_buf());
     }

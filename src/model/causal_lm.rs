@@ -63,7 +63,7 @@ impl CausalLm {
         if crate::gguf::is_gguf(dir) {
             let gguf = crate::gguf::GgufFile::open(dir)?;
             let config = crate::gguf::config::model_config(&gguf)?;
-            let frozen = precision.resolve(device, gguf_storage_dtype(&gguf))?;
+            let frozen = precision.resolve(device, crate::gguf::weights::storage_dtype(&gguf))?;
             let mut weights = crate::gguf::weights::GgufWeights::new(&gguf, &config);
             let model = Self::from_checkpoint(config.clone(), &mut weights, device, frozen)?;
             weights.finish()?;
@@ -279,24 +279,6 @@ impl CausalLm {
     /// Logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.lm_head(self.forward_hidden(tokens, cache))
-    }
-}
-
-/// The storage precision of a GGUF's projections when every one is F16 or every one BF16
-/// (quantized types dequantize to f32).
-pub(crate) fn gguf_storage_dtype(gguf: &crate::gguf::GgufFile) -> Option<FloatDType> {
-    use crate::gguf::types::GgmlType;
-    let mut types = gguf
-        .tensors
-        .iter()
-        .filter(|(name, info)| name.starts_with("blk.") && info.dims.len() == 2)
-        .map(|(_, info)| info.ggml_type);
-    let first = types.next()?;
-    let all_same = types.all(|t| t == first);
-    match first {
-        GgmlType::F16 if all_same => Some(FloatDType::F16),
-        GgmlType::Bf16 if all_same => Some(FloatDType::BF16),
-        _ => None,
     }
 }
 

@@ -387,7 +387,7 @@ pub fn merge_to_dir(
 ) -> Result<()> {
     let dtype = if crate::gguf::is_gguf(model_path) {
         let gguf = crate::gguf::GgufFile::open(model_path)?;
-        match crate::model::causal_lm::gguf_storage_dtype(&gguf) {
+        match crate::gguf::weights::storage_dtype(&gguf) {
             Some(FloatDType::F16) => safetensors::Dtype::F16,
             Some(FloatDType::BF16) => safetensors::Dtype::BF16,
             _ => safetensors::Dtype::F32,
