@@ -88,7 +88,10 @@ fn grades_text(graded: &[bool]) -> String {
 
 /// The grades of `split` in the JSON file `path`, which must hold one per question.
 fn read_grades(path: &Path, split: &str, questions: usize) -> Result<Vec<bool>> {
-    let text = read_json(path)?[split].as_str().unwrap_or("").to_string();
+    let text = crate::io::read_json::<serde_json::Value>(path)?[split]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if text.len() != questions || !text.chars().all(|c| c == '0' || c == '1') {
         return Err(Error::Invalid(format!(
             "{}: field `{split}` must hold one 0/1 grade per question ({questions}); delete the \
@@ -268,11 +271,6 @@ pub fn prepare(config: &DemoConfig, choice: DeviceChoice) -> Result<Prepared> {
         base_test,
         stamp,
     })
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
 }
 
 /// The train config of one run of the sweep.

@@ -33,8 +33,7 @@ impl GenerationDefaults {
         if !path.is_file() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+        let json: Value = crate::io::read_json(&path)?;
         Ok(Self {
             eos_token_ids: token_ids(&json.get("eos_token_id").cloned()),
             do_sample: json

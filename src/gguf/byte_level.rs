@@ -21,14 +21,25 @@ pub fn split_regex(pre: &str) -> Option<&'static str> {
     })
 }
 
+/// The bytes GPT-2's table maps to themselves (printable Latin-1).
+fn printable(b: u32) -> bool {
+    (b'!' as u32..=b'~' as u32).contains(&b)
+        || (0xA1..=0xAC).contains(&b)
+        || (0xAE..=0xFF).contains(&b)
+}
+
+/// The 68 bytes that are not printable map, in order, to U+0100 … U+0143.
+const SHIFTED: std::ops::Range<u32> = 0x100..0x144;
+
+/// Whether `c` is one of the 256 characters of GPT-2's byte alphabet.
+pub fn in_byte_alphabet(c: char) -> bool {
+    let c = c as u32;
+    (c < 0x100 && printable(c)) || SHIFTED.contains(&c)
+}
+
 /// GPT-2's reversible byte → printable character table.
 pub fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
-    let printable = |b: u32| {
-        (b'!' as u32..=b'~' as u32).contains(&b)
-            || (0xA1..=0xAC).contains(&b)
-            || (0xAE..=0xFF).contains(&b)
-    };
     let mut n = 0;
     for b in 0..256u32 {
         table[b as usize] = if printable(b) {
@@ -52,5 +63,9 @@ mod tests {
         assert_eq!(t[b' ' as usize], 'Ġ');
         assert_eq!(t[b'\n' as usize], 'Ċ');
         assert_eq!(t[0], 'Ā');
+        let alphabet: Vec<char> = t.to_vec();
+        for c in (0..0x200u32).filter_map(char::from_u32) {
+            assert_eq!(in_byte_alphabet(c), alphabet.contains(&c), "{c:?}");
+        }
     }
 }

@@ -91,16 +91,18 @@ pub fn config_json(gguf: &GgufFile) -> Result<Json> {
             config.insert(field.into(), v);
         }
     }
-    for required in ["block_count", "embedding_length", "attention.head_count"] {
+    for required in [
+        "block_count",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+    ] {
         gguf.get(&format!("{arch}.{required}"))?;
     }
     if !config.contains_key("vocab_size") {
         let tokens = gguf.get("tokenizer.ggml.tokens")?;
         let n = tokens.as_array().map_or(0, <[_]>::len);
         config.insert("vocab_size".into(), json!(n));
-    }
-    if !config.contains_key("intermediate_size") {
-        gguf.get(&format!("{arch}.feed_forward_length"))?;
     }
     if let Some(scaling) = rope_scaling(gguf, arch)? {
         config.insert("rope_scaling".into(), scaling);

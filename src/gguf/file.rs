@@ -352,17 +352,6 @@ impl GgufFile {
             .ok_or_else(|| Error::weights(&self.path, format!("missing metadata key `{key}`")))
     }
 
-    /// A metadata integer, or an error naming the key.
-    pub fn get_usize(&self, key: &str) -> Result<usize> {
-        let value = self.get(key)?;
-        value.as_u64().map(|v| v as usize).ok_or_else(|| {
-            Error::weights(
-                &self.path,
-                format!("metadata key `{key}` is {value:?}, not an integer"),
-            )
-        })
-    }
-
     /// A metadata string, or an error naming the key.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         let value = self.get(key)?;

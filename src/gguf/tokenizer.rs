@@ -16,13 +16,14 @@ use std::collections::HashMap;
 
 use serde_json::{Value as Json, json};
 
-use super::byte_level::{bytes_to_unicode, split_regex};
+use super::byte_level::{bytes_to_unicode, in_byte_alphabet, split_regex};
 use super::file::{GgufFile, Value};
 use crate::error::{Error, Result};
 
 /// llama.cpp's token types.
-const CONTROL: u64 = 3;
-const USER_DEFINED: u64 = 4;
+pub(super) const NORMAL: u64 = 1;
+pub(super) const CONTROL: u64 = 3;
+pub(super) const USER_DEFINED: u64 = 4;
 
 /// What the metadata says about the vocabulary.
 struct Vocab {
@@ -78,7 +79,7 @@ impl Vocab {
         let n = tokens.len();
         let types = numbers(gguf, "tokenizer.ggml.token_type", n)?
             .map(|t| t.into_iter().map(|v| v as u64).collect())
-            .unwrap_or_else(|| vec![1; n]);
+            .unwrap_or_else(|| vec![NORMAL; n]);
         Ok(Self {
             scores: numbers(gguf, "tokenizer.ggml.scores", n)?,
             merges: strings(gguf, "tokenizer.ggml.merges")?,
@@ -114,11 +115,10 @@ pub fn tokenizer_files(gguf: &GgufFile) -> Result<(Json, Json)> {
     );
 
     let (mut tokenizer, spelled, add_bos_default) = match kind {
-        "gpt2" => (
-            byte_level(gguf, &vocab)?,
-            byte_level_tokens(&vocab.tokens),
-            false,
-        ),
+        "gpt2" => {
+            let spelled = byte_level_tokens(&vocab.tokens);
+            (byte_level(gguf, &vocab, &spelled)?, spelled, false)
+        }
         "llama" => {
             let gemma = matches!(arch, "gemma" | "gemma2" | "gemma3");
             let spelled = if gemma {
@@ -145,7 +145,7 @@ pub fn tokenizer_files(gguf: &GgufFile) -> Result<(Json, Json)> {
 
     // Added tokens: CONTROL as special (in a byte-level vocabulary only those spelled in its
     // alphabet), USER_DEFINED as plain ones when the vocabulary spells them as the file does.
-    let alphabet: Option<Vec<char>> = (kind == "gpt2").then(|| bytes_to_unicode().to_vec());
+    let byte_level_vocab = kind == "gpt2";
     let in_vocab: HashMap<&str, usize> = spelled
         .iter()
         .enumerate()
@@ -153,10 +153,8 @@ pub fn tokenizer_files(gguf: &GgufFile) -> Result<(Json, Json)> {
         .collect();
     let mut added = Vec::new();
     for (id, (token, &ty)) in vocab.tokens.iter().zip(&vocab.types).enumerate() {
-        let spelled_ok = alphabet
-            .as_ref()
-            .is_none_or(|a| token.chars().all(|c| a.contains(&c)));
-        let special = ty == CONTROL && spelled_ok;
+        let spelled_ok = || !byte_level_vocab || token.chars().all(in_byte_alphabet);
+        let special = ty == CONTROL && spelled_ok();
         let user = ty == USER_DEFINED && in_vocab.get(token.as_str()) == Some(&id);
         if special || user {
             added.push(json!({
@@ -203,7 +201,7 @@ fn byte_level_tokens(tokens: &[String]) -> Vec<String> {
     tokens
         .iter()
         .map(|t| {
-            if t.chars().all(|c| table.contains(&c)) {
+            if t.chars().all(in_byte_alphabet) {
                 t.clone()
             } else {
                 t.bytes().map(|b| table[b as usize]).collect()
@@ -247,7 +245,8 @@ fn file_merges(merges: &[String]) -> Json {
     Json::Array(pairs)
 }
 
-fn byte_level(gguf: &GgufFile, vocab: &Vocab) -> Result<Json> {
+/// The byte-level BPE `tokenizer.json` of `vocab`, whose tokens are `spelled` in GPT-2's alphabet.
+fn byte_level(gguf: &GgufFile, vocab: &Vocab, spelled: &[String]) -> Result<Json> {
     let merges = vocab.merges.as_ref().ok_or_else(|| {
         Error::tokenizer(
             &gguf.path,
@@ -274,7 +273,7 @@ fn byte_level(gguf: &GgufFile, vocab: &Vocab) -> Result<Json> {
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
             "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab_json(&byte_level_tokens(&vocab.tokens)),
+            "ignore_merges": false, "vocab": vocab_json(spelled),
             "merges": file_merges(merges),
         },
     }))

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::file::{GgufFile, Value};
+use super::tokenizer::{CONTROL, NORMAL, USER_DEFINED};
 use crate::error::{Error, Result};
 
 /// Where the tokenizer metadata of a written GGUF comes from.
@@ -31,17 +32,13 @@ pub(super) fn tokenizer_metadata(source: &TokenizerSource) -> Result<Vec<(String
     }
 }
 
-fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
-}
-
 /// `tokenizer.ggml.*` of a byte-level BPE `tokenizer.json` (llama.cpp's `gpt2` model).
 fn byte_level_metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
     let path = dir.join("tokenizer.json");
-    let json = read_json(&path)?;
+    let json: Json = crate::io::read_json(&path)?;
     let model = &json["model"];
-    let byte_level = json.to_string().contains("\"ByteLevel\"");
+    let mentions_byte_level = |part: &str| json[part].to_string().contains("\"ByteLevel\"");
+    let byte_level = mentions_byte_level("pre_tokenizer") || mentions_byte_level("decoder");
     if model["type"] != "BPE" || model["byte_fallback"] == true || !byte_level {
         return Err(Error::tokenizer(
             &path,
@@ -54,23 +51,27 @@ fn byte_level_metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
         .as_object()
         .ok_or_else(|| Error::tokenizer(&path, "field `model.vocab` is not an object"))?;
     let mut tokens: Vec<Option<String>> = Vec::new();
-    let mut types: Vec<i32> = Vec::new();
-    let mut put = |id: usize, token: &str, ty: i32| {
+    let mut types: Vec<u64> = Vec::new();
+    let mut put = |id: usize, token: &str, ty: u64| {
         if tokens.len() <= id {
             tokens.resize(id + 1, None);
-            types.resize(id + 1, 1);
+            types.resize(id + 1, NORMAL);
         }
         tokens[id] = Some(token.to_string());
         types[id] = ty;
     };
     for (token, id) in vocab {
-        put(id.as_u64().unwrap_or(0) as usize, token, 1);
+        put(id.as_u64().unwrap_or(0) as usize, token, NORMAL);
     }
     for added in json["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str()) else {
             continue;
         };
-        let ty = if added["special"] == true { 3 } else { 4 };
+        let ty = if added["special"] == true {
+            CONTROL
+        } else {
+            USER_DEFINED
+        };
         put(id as usize, content, ty);
     }
     let tokens: Vec<String> = tokens
@@ -105,7 +106,7 @@ fn byte_level_metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
         ),
         (
             "tokenizer.ggml.token_type".into(),
-            Value::Array(types.into_iter().map(Value::I32).collect()),
+            Value::Array(types.into_iter().map(|t| Value::I32(t as i32)).collect()),
         ),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
     ];

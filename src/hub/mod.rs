@@ -323,9 +323,7 @@ pub fn fetch_model(id: &RepoId, hub: &HubSettings) -> Result<PathBuf> {
 
 /// The shard files an index names, each once, in order.
 fn shards_of(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::json(index, e))?;
+    let value: serde_json::Value = crate::io::read_json(index)?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())

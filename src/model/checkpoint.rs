@@ -37,9 +37,7 @@ impl Checkpoint {
         let shard_paths: Vec<PathBuf> = if single.is_file() {
             vec![single]
         } else if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::json(&index, e))?;
+            let json: serde_json::Value = crate::io::read_json(&index)?;
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())

@@ -249,9 +249,7 @@ pub fn write_peft_files(
 /// Reads a PEFT adapter directory and attaches it (trainable) to `model`.
 pub fn load_peft(model: &mut CausalLm, dir: &Path, device: &Device) -> Result<LoraSettings> {
     let config_path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: PeftConfig =
-        serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?;
+    let config: PeftConfig = crate::io::read_json(&config_path)?;
     let bad = |field: &str, message: String| Error::Config {
         path: config_path.clone(),
         field: field.into(),

@@ -71,9 +71,7 @@ impl Tokenizer {
 
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.is_file() {
-            let text =
-                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?
+            crate::io::read_json(&config_path)?
         } else {
             Value::Null
         };

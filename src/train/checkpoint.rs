@@ -93,9 +93,7 @@ pub fn load(
     device: &Device,
 ) -> Result<(CheckpointState, Method, AdamW)> {
     let state_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    let state: CheckpointState =
-        serde_json::from_str(&text).map_err(|e| Error::json(&state_path, e))?;
+    let state: CheckpointState = crate::io::read_json(&state_path)?;
     let method = method.read_result(model, &dir.join(method.result_name()), device)?;
     let opt_path = dir.join("optimizer.safetensors");
     let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
