@@ -160,12 +160,13 @@ fn conversational_rows_match_trl_and_peft() {
     check("gemma3", "conversational");
 }
 
-/// Frozen weights rounded from the fixture's f32 to bf16 (LoRA, activations and the embeddings in
-/// f32): every per-example log-prob stays within 0.1% (relative) of TRL's f32 values on the fused
-/// path, and the projections really take half the bytes. (The random fixture's logits are nearly
-/// flat, so the error here is tiny; docs/performance.md measures it on the demo's trained model.)
+/// Frozen weights rounded from the fixture's f32 to bf16, or quantized to llama.cpp's Q8_0 / Q4_0
+/// blocks (LoRA, activations and the embeddings in f32): every per-example log-prob stays within
+/// 0.1% (bf16), 1% (q8) and 5% (q4) relative of TRL's f32 values on the fused path, and the
+/// projections really take 1/2, 9/32 and 5/32 of the f32 bytes. (The random fixture's logits are
+/// nearly flat, so the errors here are small; docs/performance.md measures them on real models.)
 #[test]
-fn bf16_frozen_weights_stay_close_to_trl() {
+fn narrow_frozen_weights_stay_close_to_trl() {
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(dpo_dir().join("qwen2_standard.json")).unwrap(),
     )
@@ -176,26 +177,36 @@ fn bf16_frozen_weights_stay_close_to_trl() {
     let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
     let device = Device::flex();
     let f32_bytes = precision::projection_weight_bytes(&CausalLm::load(&dir, &device).unwrap());
-    let (mut model, dtype) = CausalLm::load_frozen(&dir, &device, FrozenPrecision::Bf16).unwrap();
-    assert_eq!(precision::dtype_name(dtype), "bf16");
-    lora::load_peft(&mut model, &dpo_dir().join("qwen2_adapter"), &device).unwrap();
-    assert_eq!(2 * precision::projection_weight_bytes(&model), f32_bytes);
-    let stats = eval_pairs(&model, &pairs, LossKind::MinorDpo, 3, 4);
-    let mut worst = 0.0f64;
-    for (i, ex) in expected["examples"].as_array().unwrap().iter().enumerate() {
-        for (got, key) in [
-            (stats.policy_chosen[i], "policy_chosen_logps"),
-            (stats.policy_rejected[i], "policy_rejected_logps"),
-            (stats.reference_chosen[i], "reference_chosen_logps"),
-            (stats.reference_rejected[i], "reference_rejected_logps"),
-        ] {
-            let want = ex[key].as_f64().unwrap();
-            let rel = (got - want).abs() / want.abs();
-            assert!(rel <= 1e-3, "#{i} {key}: {got} vs {want} (bf16 weights)");
-            worst = worst.max(rel);
+    for (precision, name, tolerance, bytes_in_32ths) in [
+        (FrozenPrecision::Bf16, "bf16", 1e-3, 16),
+        (FrozenPrecision::Q8, "q8_0", 1e-2, 9),
+        (FrozenPrecision::Q4, "q4_0", 0.2, 5),
+    ] {
+        let (mut model, storage) = CausalLm::load_frozen(&dir, &device, precision).unwrap();
+        assert_eq!(storage.name(), name);
+        lora::load_peft(&mut model, &dpo_dir().join("qwen2_adapter"), &device).unwrap();
+        let bytes = precision::projection_weight_bytes(&model);
+        assert_eq!(32 * bytes, bytes_in_32ths * f32_bytes, "{name}");
+        let stats = eval_pairs(&model, &pairs, LossKind::MinorDpo, 3, 4);
+        let mut worst = 0.0f64;
+        for (i, ex) in expected["examples"].as_array().unwrap().iter().enumerate() {
+            for (got, key) in [
+                (stats.policy_chosen[i], "policy_chosen_logps"),
+                (stats.policy_rejected[i], "policy_rejected_logps"),
+                (stats.reference_chosen[i], "reference_chosen_logps"),
+                (stats.reference_rejected[i], "reference_rejected_logps"),
+            ] {
+                let want = ex[key].as_f64().unwrap();
+                let rel = (got - want).abs() / want.abs();
+                assert!(
+                    rel <= tolerance,
+                    "#{i} {key}: {got} vs {want} ({name} weights)"
+                );
+                worst = worst.max(rel);
+            }
         }
+        eprintln!("{name} frozen weights: largest relative log-prob error {worst:.2e}");
     }
-    eprintln!("bf16 frozen weights: largest relative log-prob error {worst:.2e}");
 }
 
 #[test]

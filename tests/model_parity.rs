@@ -190,6 +190,51 @@ fn real_checkpoints_match_transformers() {
         let reference: Value = serde_json::from_str(&text).unwrap();
         check_greedy_cases(&name, &model, &dir, &reference["greedy"], &device);
         check_encodings(&name, &dir, &reference["encodings"]);
+        if let Some(sequences) = reference.get("sequence_logprobs") {
+            check_sequence_logprobs(&name, &dir, sequences, &device);
+        }
+    }
+}
+
+/// Summed sequence log-probs (what DPO compares) with the frozen weights in f32, q8 and q4 against
+/// transformers' f32: f32 within 0.05 nats per sequence, q8 within 0.5 (llama.cpp's Q8_0 blocks);
+/// q4's distance is printed for the docs (Q4_0 moves log-probs by nats, not tenths).
+fn check_sequence_logprobs(name: &str, dir: &Path, sequences: &Value, device: &Device) {
+    use burn::tensor::activation::log_softmax;
+    use minordpo::model::precision::FrozenPrecision;
+    for (precision, tolerance) in [
+        (FrozenPrecision::F32, Some(0.05)),
+        (FrozenPrecision::Q8, Some(0.5)),
+        (FrozenPrecision::Q4, None),
+    ] {
+        let (model, storage) = CausalLm::load_frozen(dir, device, precision).unwrap();
+        let (mut worst, mut total) = (0f64, 0f64);
+        let cases = sequences.as_array().unwrap();
+        for case in cases {
+            let ids: Vec<i64> = serde_json::from_value(case["ids"].clone()).unwrap();
+            let want = case["logprob"].as_f64().unwrap();
+            let n = ids.len();
+            let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), device);
+            let logp = log_softmax(model.forward(tokens, None), 2); // [1, n, vocab]
+            let next = Tensor::<3, Int>::from_data(
+                TensorData::new(ids[1..].to_vec(), [1, n - 1, 1]),
+                device,
+            );
+            let picked = logp.slice([0..1, 0..n - 1]).gather(2, next);
+            let got = f64::from(picked.sum().into_scalar::<f32>());
+            worst = worst.max((got - want).abs());
+            total += (got - want).abs();
+        }
+        eprintln!(
+            "{name} frozen {}: |Δ sequence log-prob| mean {:.4}, max {worst:.4} nats over {} \
+             sequences",
+            storage.name(),
+            total / cases.len() as f64,
+            cases.len()
+        );
+        if let Some(tolerance) = tolerance {
+            assert!(worst <= tolerance, "{name} {}: {worst}", storage.name());
+        }
     }
 }
 

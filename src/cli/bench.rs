@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// LoRA rank (adapters on every projection).
     #[arg(long, default_value_t = TrainConfig::default().lora_r)]
     lora_r: usize,
-    /// Storage of the frozen weights: auto (a preset counts as a bf16 checkpoint), f32, bf16, f16.
+    /// Storage of the frozen weights: auto (a preset counts as a bf16 checkpoint), f32, bf16, f16,
+    /// q8 or q4 (llama.cpp's Q8_0 / Q4_0 blocks).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().frozen_precision)]
     frozen_precision: FrozenPrecision,
 }

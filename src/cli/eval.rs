@@ -50,7 +50,7 @@ pub struct EvalArgs {
     /// Write one JSON line per kept row, in file order, with the four log-probs and the loss.
     #[arg(long)]
     per_example: Option<PathBuf>,
-    /// Storage of the base weights, as `train`'s `frozen_precision`: auto, f32, bf16, f16.
+    /// Storage of the base weights, as `train`'s `frozen_precision`: auto, f32, bf16, f16, q8, q4.
     #[arg(long, value_enum, default_value_t = defaults().frozen_precision)]
     frozen_precision: FrozenPrecision,
 }

@@ -20,7 +20,7 @@ use crate::dpo::step::reference_logps;
 use crate::error::{Error, Result};
 use crate::io::Rng;
 use crate::model::lora::{self, LoraSettings};
-use crate::model::precision::{self, FrozenPrecision};
+use crate::model::precision::{self, FrozenPrecision, Storage};
 use crate::model::{CausalLm, ModelConfig};
 use crate::train::optim::{AdamW, Trained};
 use crate::train::window::StepWindow;
@@ -164,7 +164,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
             // A preset counts as a bf16 checkpoint, as the real models ship.
             let dtype = s
                 .frozen_precision
-                .resolve(&device, Some(FloatDType::BF16))?;
+                .resolve(&device, Some(Storage::Dense(FloatDType::BF16)))?;
             let config = preset_config(preset)?;
             config.check_sequence_length(s.seq_len)?;
             (
@@ -294,7 +294,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
         "precompute_reference": s.precompute_reference,
-        "frozen_precision": precision::dtype_name(frozen_dtype),
+        "frozen_precision": frozen_dtype.name(),
         "frozen_weight_bytes": precision::projection_weight_bytes(&model),
         "tokens_per_second": step_tokens as f64 / step_s,
         "step_ms_median": 1e3 * step_s,

@@ -48,8 +48,9 @@ training_config! {
     /// Positions per fused LM-head + log-prob chunk: the whole `[rows, positions, vocab]` logits
     /// are never held, forward or backward (0 = the plain path).
     logprob_chunk: usize = 256,
-    /// Storage of the frozen base weights: `auto` keeps a half-precision checkpoint in its own
-    /// precision (lossless; f16 for bf16 on GPUs without bf16), `f32`, `bf16` or `f16`. Activations,
+    /// Storage of the frozen base weights: `auto` keeps a checkpoint in its own precision (lossless:
+    /// bf16/f16, f16 for bf16 on GPUs without bf16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
+    /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` (9 and 5 bits per weight). Activations,
     /// adapters and optimizer state are f32 either way.
     frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
 }

@@ -92,7 +92,7 @@ pub fn load_or_compute(
     device: &Device,
 ) -> Result<Vec<(f64, f64)>> {
     let (batch_size, pad_id) = batching;
-    let weight_dtype = precision::dtype_name(precision::stored_dtype(model));
+    let weight_dtype = precision::stored(model).name();
     let key = cache_key(model_dir, weight_dtype, pairs)?;
     let path = output.join(FILE);
     if let Ok(text) = std::fs::read_to_string(&path)

@@ -296,6 +296,24 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Quantizes f32 values (a multiple of 32) to Q4_0 blocks exactly as `ggml-quants.c` does: the
+/// value of largest magnitude `m` gives `d = m / −8` (so it lands on −8), and each value becomes
+/// `min(15, trunc(x / d + 8.5))` (the unrounded `d` divides; the f16 `d` is stored).
+pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 32 * 18);
+    for block in values.chunks_exact(32) {
+        let max = block
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -8.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+        out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+    }
+    out
+}
+
 /// f32 values as little-endian f16 (round to nearest even).
 pub fn encode_f16(values: &[f32]) -> Vec<u8> {
     values

@@ -4,7 +4,8 @@
 //! the `llama` architecture undone, and Gemma's `+1` on norm weights taken off.
 //!
 //! `rope_freqs.weight` (Llama 3's RoPE scaling) is read into the config by `gguf::config`. The
-//! same mapping, run the other way, is what the GGUF writer uses (`gguf::write`).
+//! same mapping, run the other way, is what the GGUF writer uses (`gguf::write`). Q8_0 and Q4_0
+//! projections can also be taken as they are, as blocks (`frozen_precision: q8 | q4`).
 
 use std::collections::HashSet;
 
@@ -13,9 +14,12 @@ use burn::tensor::FloatDType;
 use super::file::GgufFile;
 use super::types::GgmlType;
 use crate::error::{Error, Result};
+use crate::kernels::projection::BlockFormat;
 use crate::model::ModelConfig;
 use crate::model::checkpoint::WeightSource;
 use crate::model::config::Architecture;
+use crate::model::precision::Storage;
+use crate::model::quantized::BlockWeight;
 
 /// `(transformers' suffix inside a layer, llama.cpp's)` for every architecture but Gemma 3's norms.
 const LAYER_NAMES: [(&str, &str); 11] = [
@@ -95,11 +99,17 @@ pub fn layout(gguf_name: &str, config: &ModelConfig) -> Layout {
 }
 
 /// Rows `[heads, half, 2, cols]` → `[heads, 2, half, cols]` (`inverse`: the other way), the
-/// row order llama.cpp's converter gives q and k so its RoPE can rotate adjacent pairs.
-pub fn permute_rows(values: &[f32], heads: usize, cols: usize, inverse: bool) -> Vec<f32> {
+/// row order llama.cpp's converter gives q and k so its RoPE can rotate adjacent pairs (`cols`
+/// elements per row: values, or the bytes of a row of blocks).
+pub fn permute_rows<T: Copy + Default>(
+    values: &[T],
+    heads: usize,
+    cols: usize,
+    inverse: bool,
+) -> Vec<T> {
     let rows = values.len() / cols;
     let half = rows / heads / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for a in 0..2 {
             for j in 0..half {
@@ -118,9 +128,9 @@ pub fn permute_rows(values: &[f32], heads: usize, cols: usize, inverse: bool) ->
     out
 }
 
-/// The storage precision of a GGUF's projections when every one is F16 or every one BF16
-/// (quantized types dequantize to f32).
-pub fn storage_dtype(gguf: &GgufFile) -> Option<FloatDType> {
+/// The storage precision of a GGUF's projections when every one is F16, BF16, Q8_0 or Q4_0 (the
+/// same for all; other quantized types dequantize to f32).
+pub fn storage(gguf: &GgufFile) -> Option<Storage> {
     let mut types = gguf
         .tensors
         .iter()
@@ -129,8 +139,10 @@ pub fn storage_dtype(gguf: &GgufFile) -> Option<FloatDType> {
     let first = types.next()?;
     let all_same = types.all(|t| t == first);
     match first {
-        GgmlType::F16 if all_same => Some(FloatDType::F16),
-        GgmlType::Bf16 if all_same => Some(FloatDType::BF16),
+        GgmlType::F16 if all_same => Some(Storage::Dense(FloatDType::F16)),
+        GgmlType::Bf16 if all_same => Some(Storage::Dense(FloatDType::BF16)),
+        GgmlType::Q8_0 if all_same => Some(Storage::Blocks(BlockFormat::Q8_0)),
+        GgmlType::Q4_0 if all_same => Some(Storage::Blocks(BlockFormat::Q4_0)),
         _ => None,
     }
 }
@@ -202,10 +214,48 @@ impl WeightSource for GgufWeights<'_> {
         })
     }
 
+    /// A tensor already in `format`'s blocks is used as it is (its rows permuted back where
+    /// llama.cpp permuted them: blocks run along rows, so whole rows of blocks move).
+    fn take_blocks(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        format: BlockFormat,
+    ) -> Result<Vec<u8>> {
+        let short = gguf_name(name, self.config.architecture);
+        let info = short.as_deref().and_then(|s| self.gguf.tensors.get(s));
+        let (Some(short), Some(info)) = (short, info) else {
+            return self
+                .take(name, &shape)
+                .map(|v| BlockWeight::quantize_ggml(&v, format));
+        };
+        let same = info.ggml_type == format_type(format) && info.torch_shape() == shape;
+        if !same {
+            let values = self.take(name, &shape)?;
+            return Ok(BlockWeight::quantize_ggml(&values, format));
+        }
+        let bytes = self.gguf.bytes(&short)?;
+        let row_bytes = bytes.len() / shape[0];
+        let blocks = match layout(&short, self.config) {
+            Layout::Permuted { heads } => permute_rows(bytes, heads, row_bytes, false),
+            Layout::Plain | Layout::PlusOne => bytes.to_vec(),
+        };
+        self.taken.insert(short);
+        Ok(blocks)
+    }
+
     fn ignore(&mut self, name: &str) {
         if let Some(short) = gguf_name(name, self.config.architecture) {
             self.taken.insert(short);
         }
+    }
+}
+
+/// The ggml type of a block format.
+fn format_type(format: BlockFormat) -> GgmlType {
+    match format {
+        BlockFormat::Q8_0 => GgmlType::Q8_0,
+        BlockFormat::Q4_0 => GgmlType::Q4_0,
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::file::{DEFAULT_ALIGNMENT, MAGIC, Value};
-use super::types::{GgmlType, encode_f16, quantize_q8_0};
+use super::types::{GgmlType, encode_f16, quantize_q4_0, quantize_q8_0};
 use super::weights::{Layout, gguf_name, layout, permute_rows};
 pub use super::write_tokenizer::TokenizerSource;
 use super::write_tokenizer::tokenizer_metadata;
@@ -26,6 +26,10 @@ pub enum GgufWeightType {
     /// 8-bit blocks of 32 with an f16 scale (8.5 bits a weight).
     #[value(name = "q8_0")]
     Q8_0,
+    /// 4-bit blocks of 32 with an f16 scale (4.5 bits a weight; a base that `frozen_precision:
+    /// q4` keeps as it is).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 impl GgufWeightType {
@@ -33,14 +37,16 @@ impl GgufWeightType {
         match self {
             Self::F16 => GgmlType::F16,
             Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q4_0 => GgmlType::Q4_0,
         }
     }
 
-    /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_MOSTLY_F16` / `_Q8_0`.
+    /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_MOSTLY_F16` / `_Q8_0` / `_Q4_0`.
     fn file_type(self) -> u32 {
         match self {
             Self::F16 => 1,
             Self::Q8_0 => 7,
+            Self::Q4_0 => 2,
         }
     }
 }
@@ -171,7 +177,7 @@ fn tensors(model: &CausalLm, wtype: GgufWeightType) -> Result<Vec<OutTensor>> {
         };
         let ggml_type = match torch_shape.len() {
             1 => GgmlType::F32,
-            _ if wtype == GgufWeightType::Q8_0 && !cols.is_multiple_of(32) => GgmlType::F16,
+            _ if wtype != GgufWeightType::F16 && !cols.is_multiple_of(32) => GgmlType::F16,
             _ => wtype.ggml(),
         };
         out.push(OutTensor {
@@ -196,7 +202,7 @@ fn tensors(model: &CausalLm, wtype: GgufWeightType) -> Result<Vec<OutTensor>> {
     }
     for (name, linear) in linears {
         let [d_in, d_out] = linear.dims();
-        let w = crate::model::checkpoint::transpose(&host(linear.weight.val()), d_in, d_out);
+        let w = crate::model::checkpoint::transpose(&host(linear.weight.dense()), d_in, d_out);
         push(&format!("{name}.weight"), w, &[d_out, d_in])?;
         if let Some(b) = &linear.bias {
             push(&format!("{name}.bias"), host(b.val()), &[d_out])?;
@@ -220,6 +226,7 @@ fn encode(t: &OutTensor) -> Vec<u8> {
     match t.ggml_type {
         GgmlType::F16 => encode_f16(&t.values),
         GgmlType::Q8_0 => quantize_q8_0(&t.values),
+        GgmlType::Q4_0 => quantize_q4_0(&t.values),
         _ => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }

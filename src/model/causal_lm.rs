@@ -13,12 +13,14 @@ use super::attention::{Attention, LayerCache, Positions};
 use super::block::{Block, FeedForwardNorms};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
-use super::linear::Linear;
+use super::linear::{Linear, Weight};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
-use super::precision::{FrozenPrecision, float_dtype};
+use super::precision::{FrozenPrecision, Storage, float_dtype};
+use super::quantized::BlockWeight;
 use super::rope::Rope;
 use crate::error::Result;
+use crate::kernels::projection::blocks::BLOCK;
 
 /// Per-layer key/value caches plus the number of positions already processed.
 #[derive(Debug, Clone, Default)]
@@ -54,16 +56,16 @@ impl CausalLm {
 
     /// Loads a model whose frozen decoder projections are stored as `precision` says (resolved
     /// against the checkpoint's own storage precision), each converted as it is read: the whole
-    /// model never exists in f32 on the device. Returns the model and the projections' dtype.
+    /// model never exists in f32 on the device. Returns the model and the projections' storage.
     pub fn load_frozen(
         dir: &Path,
         device: &Device,
         precision: FrozenPrecision,
-    ) -> Result<(Self, FloatDType)> {
+    ) -> Result<(Self, Storage)> {
         if crate::gguf::is_gguf(dir) {
             let gguf = crate::gguf::GgufFile::open(dir)?;
             let config = crate::gguf::config::model_config(&gguf)?;
-            let frozen = precision.resolve(device, crate::gguf::weights::storage_dtype(&gguf))?;
+            let frozen = precision.resolve(device, crate::gguf::weights::storage(&gguf))?;
             let mut weights = crate::gguf::weights::GgufWeights::new(&gguf, &config);
             let model = Self::from_checkpoint(config.clone(), &mut weights, device, frozen)?;
             weights.finish()?;
@@ -72,7 +74,7 @@ impl CausalLm {
         let config = ModelConfig::from_dir(dir)?;
         let mut ckpt = Checkpoint::open(dir)?;
         let stored = ckpt.storage_dtype().and_then(float_dtype);
-        let frozen = precision.resolve(device, stored)?;
+        let frozen = precision.resolve(device, stored.map(Storage::Dense))?;
         let model = Self::from_checkpoint(config, &mut ckpt, device, frozen)?;
         ckpt.finish()?;
         Ok((model, frozen))
@@ -85,7 +87,7 @@ impl CausalLm {
         config: ModelConfig,
         seed: u64,
         device: &Device,
-        frozen: FloatDType,
+        frozen: Storage,
     ) -> Result<Self> {
         let mut weights = super::init::RandomWeights::new(seed, config.norm_weight_offset);
         Self::from_checkpoint(config, &mut weights, device, frozen)
@@ -95,7 +97,7 @@ impl CausalLm {
         config: ModelConfig,
         ckpt: &mut dyn WeightSource,
         device: &Device,
-        frozen: FloatDType,
+        frozen: Storage,
     ) -> Result<Self> {
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -175,13 +177,8 @@ impl CausalLm {
                 d_out: c.vocab_size,
                 bias: false,
             };
-            Some(load_linear(
-                ckpt,
-                "lm_head",
-                shape,
-                FloatDType::F32,
-                device,
-            )?)
+            let f32 = Storage::Dense(FloatDType::F32);
+            Some(load_linear(ckpt, "lm_head", shape, f32, device)?)
         };
         let rope = Rope::new(hd, c.rope_theta, &c.rope_scaling);
         let local_rope = c
@@ -271,7 +268,7 @@ impl CausalLm {
     pub fn lm_head_weight(&self) -> Option<Tensor<2>> {
         match &self.lm_head {
             None => Some(self.embed_tokens.val().transpose()),
-            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(head.weight.val()),
+            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(head.weight.dense()),
             Some(_) => None,
         }
     }
@@ -289,28 +286,48 @@ struct LinearShape {
     bias: bool,
 }
 
-/// `PREFIX.weight` (PyTorch `[d_out, d_in]`, transposed; stored as `frozen`) and, with a bias,
-/// `PREFIX.bias` (f32).
+/// `PREFIX.weight` (PyTorch `[d_out, d_in]`; stored as `frozen`: transposed when dense) and, with
+/// a bias, `PREFIX.bias` (f32). A projection whose `d_in` is not a whole number of blocks stays
+/// dense in f32.
 fn load_linear(
     ckpt: &mut dyn WeightSource,
     prefix: &str,
     shape: LinearShape,
-    frozen: FloatDType,
+    frozen: Storage,
     device: &Device,
 ) -> Result<Linear> {
     let LinearShape { d_in, d_out, bias } = shape;
-    let w = ckpt.take_transposed(&format!("{prefix}.weight"), d_out, d_in)?;
-    let w = Tensor::from_data(
-        TensorData::new(w, [d_in, d_out]),
-        (device, DType::from(frozen)),
-    );
+    let name = format!("{prefix}.weight");
+    let weight = match frozen {
+        Storage::Blocks(format) if d_in % BLOCK == 0 => {
+            let blocks = ckpt.take_blocks(&name, [d_out, d_in], format)?;
+            Weight::Blocks(BlockWeight::from_ggml(
+                &blocks,
+                format,
+                [d_out, d_in],
+                device,
+            ))
+        }
+        _ => {
+            let dtype = match frozen {
+                Storage::Dense(dtype) => dtype,
+                Storage::Blocks(_) => FloatDType::F32,
+            };
+            let w = ckpt.take_transposed(&name, d_out, d_in)?;
+            let w = Tensor::from_data(
+                TensorData::new(w, [d_in, d_out]),
+                (device, DType::from(dtype)),
+            );
+            Weight::Dense(Param::from_tensor(w).set_require_grad(false))
+        }
+    };
     let b = if bias {
         let v = ckpt.take(&format!("{prefix}.bias"), &[d_out])?;
         Some(Tensor::from_data(TensorData::new(v, [d_out]), device))
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    Ok(Linear::with_weight(weight, b))
 }
 
 /// How the model's RMSNorms are read: their epsilon and the offset added to each stored weight.

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors, tensor::TensorInfo};
 
+use super::quantized::BlockWeight;
 use crate::error::{Error, Result};
+use crate::kernels::projection::BlockFormat;
 
 struct ShardFile {
     path: PathBuf,
@@ -218,6 +220,18 @@ pub trait WeightSource {
     fn take_transposed(&mut self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
         let values = self.take(name, &[rows, cols])?;
         Ok(transpose(&values, rows, cols))
+    }
+
+    /// A 2-D PyTorch weight `[rows, cols]` as ggml blocks of `format` (`cols` a multiple of 32):
+    /// quantized here as llama.cpp quantizes, unless the source already holds such blocks.
+    fn take_blocks(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        format: BlockFormat,
+    ) -> Result<Vec<u8>> {
+        let values = self.take(name, &shape)?;
+        Ok(BlockWeight::quantize_ggml(&values, format))
     }
 
     /// Marks `name` as deliberately unused (e.g. an `lm_head` tied to the embeddings).

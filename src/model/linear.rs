@@ -1,12 +1,14 @@
-//! A dense projection holding Hugging Face weights in Burn's `[in, out]` layout (f32, or a frozen
-//! weight stored in half precision), with an optional LoRA adapter that can be switched off (the
-//! reference model is the same weights, adapter off).
+//! A projection holding Hugging Face weights in Burn's `[in, out]` layout (f32, or a frozen weight
+//! stored in half precision or in blocks), with an optional LoRA adapter that can be switched off
+//! (the reference model is the same weights, adapter off).
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::linear;
 
+use super::quantized::BlockWeight;
+use crate::kernels::projection::{block_lora_matmul, block_matmul};
 use crate::kernels::{frozen_matmul, lora_matmul};
 
 /// A low-rank update `s · (x · A) · B` on top of a frozen projection.
@@ -24,10 +26,45 @@ pub struct LoraAdapter {
     pub enabled: bool,
 }
 
-/// `y = x · W + b`, `W` `[d_in, d_out]` (the transpose of PyTorch's `[out, in]`), plus LoRA.
+/// A projection's weight.
+#[derive(Module, Debug)]
+pub enum Weight {
+    /// `[d_in, d_out]` (the transpose of PyTorch's `[out, in]`): f32, or frozen in half precision.
+    Dense(Param<Tensor<2>>),
+    /// Frozen in blocks, `[d_out, d_in]` (`model/quantized.rs`).
+    Blocks(BlockWeight),
+}
+
+impl Weight {
+    /// `[d_in, d_out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Self::Dense(w) => w.val().dims(),
+            Self::Blocks(w) => w.dims(),
+        }
+    }
+
+    /// The weight as a `[d_in, d_out]` tensor in its stored float dtype (blocks: in f32).
+    pub fn dense(&self) -> Tensor<2> {
+        match self {
+            Self::Dense(w) => w.val(),
+            Self::Blocks(w) => w.dequantize().transpose(),
+        }
+    }
+
+    /// Bytes held on the device.
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.val().shape().num_elements() * w.val().dtype().size(),
+            Self::Blocks(w) => w.stored_bytes(),
+        }
+    }
+}
+
+/// `y = x · W + b`, `W` `[d_in, d_out]`, plus LoRA.
 #[derive(Module, Debug)]
 pub struct Linear {
-    pub weight: Param<Tensor<2>>,
+    pub weight: Weight,
     pub bias: Option<Param<Tensor<1>>>,
     pub lora: Option<LoraAdapter>,
 }
@@ -35,8 +72,14 @@ pub struct Linear {
 impl Linear {
     /// Wraps loaded tensors; they are frozen (no gradient).
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        let weight = Weight::Dense(Param::from_tensor(weight).set_require_grad(false));
+        Self::with_weight(weight, bias)
+    }
+
+    /// A frozen projection of `weight` (dense or in blocks) and an optional bias.
+    pub fn with_weight(weight: Weight, bias: Option<Tensor<1>>) -> Self {
         Self {
-            weight: Param::from_tensor(weight).set_require_grad(false),
+            weight,
             bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
             lora: None,
         }
@@ -44,7 +87,7 @@ impl Linear {
 
     /// `[d_in, d_out]`.
     pub fn dims(&self) -> [usize; 2] {
-        self.weight.val().dims()
+        self.weight.dims()
     }
 
     /// `[..., d_in]` → `[..., d_out]`.
@@ -64,24 +107,32 @@ impl Linear {
 
     /// `[rows, d_in]` → `[rows, d_out]`.
     fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
-        let weight = self.weight.val();
         let lora = self.lora.as_ref().filter(|lora| lora.enabled);
-        if weight.is_require_grad() {
-            // A trained weight (full fine-tuning): ordinary ops, which give it a gradient.
-            let base = linear(x.clone(), weight, self.bias.as_ref().map(Param::val));
-            return match lora {
-                Some(lora) => base + lora.update(x),
-                None => base,
-            };
-        }
-        let y = match lora {
-            // Dropout feeds the adapter another input than the base projection.
-            Some(lora) if lora.dropout > 0.0 && x.is_autodiff() => {
-                frozen_matmul(x.clone(), weight) + lora.update(x)
+        // Dropout feeds the adapter another input than the base projection.
+        let dropout = lora.is_some_and(|lora| lora.dropout > 0.0 && x.is_autodiff());
+        let y = match &self.weight {
+            Weight::Dense(weight) if weight.val().is_require_grad() => {
+                // A trained weight (full fine-tuning): ordinary ops, which give it a gradient.
+                let base = linear(x.clone(), weight.val(), self.bias.as_ref().map(Param::val));
+                return match lora {
+                    Some(lora) => base + lora.update(x),
+                    None => base,
+                };
             }
             // One op: `x·W + (x·A)·(s·B)`, the frozen weight in whatever precision it is stored.
-            Some(lora) => lora_matmul(x, weight, lora.a.val(), lora.scaled_b()),
-            None => frozen_matmul(x, weight),
+            Weight::Dense(weight) => match lora {
+                Some(lora) if dropout => frozen_matmul(x.clone(), weight.val()) + lora.update(x),
+                Some(lora) => lora_matmul(x, weight.val(), lora.a.val(), lora.scaled_b()),
+                None => frozen_matmul(x, weight.val()),
+            },
+            Weight::Blocks(weight) => {
+                let weight = weight.operand();
+                match lora {
+                    Some(lora) if dropout => block_matmul(x.clone(), &weight) + lora.update(x),
+                    Some(lora) => block_lora_matmul(x, &weight, lora.a.val(), lora.scaled_b()),
+                    None => block_matmul(x, &weight),
+                }
+            }
         };
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),

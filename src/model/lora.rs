@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::CausalLm;
 use super::checkpoint::{decode_f32, transpose};
-use super::linear::LoraAdapter;
+use super::linear::{LoraAdapter, Weight};
+use super::precision::Storage;
 use super::save::{EncodedTensor, encode, write_safetensors};
 use crate::error::{Error, Result};
 use crate::io::{Rng, write_dir, write_file};
@@ -360,8 +361,9 @@ pub fn merge(model: &mut CausalLm) {
     for (_, linear) in model.projections_mut() {
         if let Some(lora) = linear.lora.take() {
             let delta = lora.a.val().matmul(lora.b.val()) * lora.scale;
-            let merged = linear.weight.val().cast(FloatDType::from(delta.dtype())) + delta;
-            linear.weight = Param::from_tensor(merged.detach()).set_require_grad(false);
+            let merged = linear.weight.dense().cast(FloatDType::from(delta.dtype())) + delta;
+            let merged = Param::from_tensor(merged.detach()).set_require_grad(false);
+            linear.weight = Weight::Dense(merged);
         }
     }
 }
@@ -385,9 +387,9 @@ pub fn merge_to_dir(
 ) -> Result<()> {
     let dtype = if crate::gguf::is_gguf(model_path) {
         let gguf = crate::gguf::GgufFile::open(model_path)?;
-        match crate::gguf::weights::storage_dtype(&gguf) {
-            Some(FloatDType::F16) => safetensors::Dtype::F16,
-            Some(FloatDType::BF16) => safetensors::Dtype::BF16,
+        match crate::gguf::weights::storage(&gguf) {
+            Some(Storage::Dense(FloatDType::F16)) => safetensors::Dtype::F16,
+            Some(Storage::Dense(FloatDType::BF16)) => safetensors::Dtype::BF16,
             _ => safetensors::Dtype::F32,
         }
     } else {

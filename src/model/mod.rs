@@ -13,6 +13,7 @@ pub mod mlp;
 pub mod norm;
 pub mod params;
 pub mod precision;
+pub mod quantized;
 pub mod rope;
 pub mod save;
 

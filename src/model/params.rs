@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::causal_lm::CausalLm;
-use super::linear::Linear;
+use super::linear::{Linear, Weight};
 use super::norm::RmsNorm;
 
 /// A trainable parameter of either rank.
@@ -57,11 +57,11 @@ macro_rules! block_norms {
     }};
 }
 
+/// A projection's weight and bias. A weight in blocks is never trained (full fine-tuning loads f32).
 fn push_linear<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, linear: &'a mut Linear) {
-    out.push((
-        format!("{name}.weight"),
-        ParamMut::Matrix(&mut linear.weight),
-    ));
+    if let Weight::Dense(weight) = &mut linear.weight {
+        out.push((format!("{name}.weight"), ParamMut::Matrix(weight)));
+    }
     if let Some(bias) = linear.bias.as_mut() {
         out.push((format!("{name}.bias"), ParamMut::Vector(bias)));
     }

@@ -1,6 +1,7 @@
 //! The storage precision of the frozen base weights during LoRA training and evaluation: by default
-//! a half-precision checkpoint keeps its own precision where the device has it (bf16 on the CPU;
-//! f16 on GPUs with `SHADER_F16`, as WGSL has no bf16), or f32 throughout.
+//! a checkpoint keeps its own precision where the device has it (bf16 on the CPU; f16 on GPUs with
+//! `SHADER_F16`, as WGSL has no bf16; a GGUF's Q8_0 or Q4_0 blocks as they are), or f32
+//! throughout, or llama.cpp's 8- or 4-bit blocks (`q8`, `q4`).
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
 //! each matmul widens its weight to f32 on the fly (`kernels::projection`). The precision is
@@ -13,14 +14,17 @@ use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::projection::BlockFormat;
 use crate::model::CausalLm;
+use crate::model::linear::Weight;
 
-/// How the frozen decoder weights are stored.
+/// How the frozen decoder weights are stored (the `frozen_precision` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FrozenPrecision {
-    /// The checkpoint's own half precision when the device has it (lossless: a bf16 checkpoint
-    /// stays bf16), f16 for a bf16 checkpoint on a device with only f16; f32 checkpoints stay f32.
+    /// The checkpoint's own precision when the device has it (lossless: a bf16 checkpoint stays
+    /// bf16, a GGUF of Q8_0 or Q4_0 blocks stays in them), f16 for a bf16 checkpoint on a device
+    /// with only f16; everything else f32.
     Auto,
     /// f32 everywhere (the parity-tested path).
     F32,
@@ -28,18 +32,43 @@ pub enum FrozenPrecision {
     Bf16,
     /// IEEE half (11 bits of mantissa, values up to 65 504).
     F16,
+    /// llama.cpp's Q8_0: 8-bit values, one scale per 32 (9 bits per weight).
+    Q8,
+    /// llama.cpp's Q4_0: 4-bit values, one scale per 32 (5 bits per weight).
+    Q4,
+}
+
+/// How a model's frozen projections are stored, once resolved for a device and checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// A float tensor of this dtype.
+    Dense(FloatDType),
+    /// Blocks of this format.
+    Blocks(BlockFormat),
+}
+
+impl Storage {
+    /// A short name for reports and cache keys (`f32`, `bf16`, `f16`, `q8_0`, `q4_0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dense(dtype) => dtype_name(dtype),
+            Self::Blocks(BlockFormat::Q8_0) => "q8_0",
+            Self::Blocks(BlockFormat::Q4_0) => "q4_0",
+        }
+    }
 }
 
 impl FrozenPrecision {
-    /// The storage dtype on `device` for a checkpoint stored in `checkpoint` (`None`: unknown,
+    /// The storage on `device` for a checkpoint stored as `checkpoint` (`None`: unknown or mixed,
     /// treated as f32). An explicit half choice the device lacks is an error.
-    pub fn resolve(self, device: &Device, checkpoint: Option<FloatDType>) -> Result<FloatDType> {
+    pub fn resolve(self, device: &Device, checkpoint: Option<Storage>) -> Result<Storage> {
         let pick = |dtype: FloatDType, name: &str| {
             if device.supports_dtype(dtype) {
-                Ok(dtype)
+                Ok(Storage::Dense(dtype))
             } else {
                 Err(Error::Invalid(format!(
-                    "frozen_precision: {name} is not supported on this device; use auto or f32"
+                    "frozen_precision: {name} is not supported on this device; use auto, f32, q8 \
+                     or q4"
                 )))
             }
         };
@@ -51,13 +80,20 @@ impl FrozenPrecision {
                 .unwrap_or(FloatDType::F32)
         };
         match self {
-            Self::F32 => Ok(FloatDType::F32),
+            Self::F32 => Ok(Storage::Dense(FloatDType::F32)),
             Self::Bf16 => pick(FloatDType::BF16, "bf16"),
             Self::F16 => pick(FloatDType::F16, "f16"),
+            Self::Q8 => Ok(Storage::Blocks(BlockFormat::Q8_0)),
+            Self::Q4 => Ok(Storage::Blocks(BlockFormat::Q4_0)),
             Self::Auto => Ok(match checkpoint {
-                Some(FloatDType::BF16) => first_supported(&[FloatDType::BF16, FloatDType::F16]),
-                Some(FloatDType::F16) => first_supported(&[FloatDType::F16, FloatDType::BF16]),
-                _ => FloatDType::F32,
+                Some(Storage::Dense(FloatDType::BF16)) => {
+                    Storage::Dense(first_supported(&[FloatDType::BF16, FloatDType::F16]))
+                }
+                Some(Storage::Dense(FloatDType::F16)) => {
+                    Storage::Dense(first_supported(&[FloatDType::F16, FloatDType::BF16]))
+                }
+                Some(blocks @ Storage::Blocks(_)) => blocks,
+                _ => Storage::Dense(FloatDType::F32),
             }),
         }
     }
@@ -84,11 +120,17 @@ pub fn dtype_name(dtype: FloatDType) -> &'static str {
     }
 }
 
-/// The dtype the decoder projections' weights are stored in (f32 for a model without layers).
-pub fn stored_dtype(model: &CausalLm) -> FloatDType {
-    model.layers.first().map_or(FloatDType::F32, |layer| {
-        FloatDType::from(layer.self_attn.q_proj.weight.val().dtype())
-    })
+/// How the decoder projections' weights are stored (f32 for a model without layers).
+pub fn stored(model: &CausalLm) -> Storage {
+    model
+        .layers
+        .first()
+        .map_or(Storage::Dense(FloatDType::F32), |layer| {
+            match &layer.self_attn.q_proj.weight {
+                Weight::Dense(w) => Storage::Dense(FloatDType::from(w.val().dtype())),
+                Weight::Blocks(w) => Storage::Blocks(w.format),
+            }
+        })
 }
 
 /// Bytes of the decoder projections' weights as stored.
@@ -96,7 +138,7 @@ pub fn projection_weight_bytes(model: &CausalLm) -> usize {
     model
         .projections()
         .into_iter()
-        .map(|(_, l)| l.weight.val().shape().num_elements() * l.weight.val().dtype().size())
+        .map(|(_, l)| l.weight.stored_bytes())
         .sum()
 }
 
@@ -107,14 +149,27 @@ mod tests {
     #[test]
     fn auto_keeps_the_checkpoint_precision_and_explicit_choices_are_checked() {
         let device = Device::flex();
+        let dense = |dtype| Some(Storage::Dense(dtype));
+        let q4 = Storage::Blocks(BlockFormat::Q4_0);
         let auto = |ckpt| FrozenPrecision::Auto.resolve(&device, ckpt).unwrap();
-        assert_eq!(auto(Some(FloatDType::BF16)), FloatDType::BF16);
-        assert_eq!(auto(Some(FloatDType::F32)), FloatDType::F32);
-        assert_eq!(auto(None), FloatDType::F32);
-        let bf16 = FrozenPrecision::Bf16.resolve(&device, Some(FloatDType::F32));
-        assert_eq!(bf16.unwrap(), FloatDType::BF16);
-        let f32 = FrozenPrecision::F32.resolve(&device, Some(FloatDType::BF16));
-        assert_eq!(f32.unwrap(), FloatDType::F32);
-        assert_eq!(dtype_name(FloatDType::BF16), "bf16");
+        assert_eq!(
+            auto(dense(FloatDType::BF16)),
+            Storage::Dense(FloatDType::BF16)
+        );
+        assert_eq!(
+            auto(dense(FloatDType::F32)),
+            Storage::Dense(FloatDType::F32)
+        );
+        assert_eq!(auto(None), Storage::Dense(FloatDType::F32));
+        assert_eq!(auto(Some(q4)), q4);
+        let bf16 = FrozenPrecision::Bf16.resolve(&device, dense(FloatDType::F32));
+        assert_eq!(bf16.unwrap(), Storage::Dense(FloatDType::BF16));
+        let f32 = FrozenPrecision::F32.resolve(&device, Some(q4));
+        assert_eq!(f32.unwrap(), Storage::Dense(FloatDType::F32));
+        let q8 = FrozenPrecision::Q8
+            .resolve(&device, dense(FloatDType::BF16))
+            .unwrap();
+        assert_eq!(q8.name(), "q8_0");
+        assert_eq!(Storage::Dense(FloatDType::BF16).name(), "bf16");
     }
 }

@@ -44,7 +44,7 @@ pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<(
             let [d_in, d_out] = l.dims();
             push(
                 format!("{name}.weight"),
-                transpose(&host(l.weight.val()), d_in, d_out),
+                transpose(&host(l.weight.dense()), d_in, d_out),
                 vec![d_out, d_in],
             );
             if let Some(b) = &l.bias {

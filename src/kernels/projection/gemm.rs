@@ -15,16 +15,38 @@ use burn::tensor::{DType, TensorData};
 const PARALLEL_MACS: usize = 192 * 192 * 192;
 
 /// A 2-D f32 matrix as `gemm` reads it: its first element and its (row, column) strides.
-struct Operand<'a> {
+pub(super) struct Operand<'a> {
     ptr: *const f32,
-    rows: usize,
-    cols: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     row_stride: isize,
     col_stride: isize,
     _borrow: PhantomData<&'a [f32]>,
 }
 
 impl<'a> Operand<'a> {
+    /// The `[rows, cols]` matrix of `data` whose element `(i, j)` is
+    /// `data[offset + i·row_stride + j·col_stride]`; panics unless every element is in bounds.
+    pub(super) fn strided(
+        data: &'a [f32],
+        offset: usize,
+        [rows, cols]: [usize; 2],
+        [row_stride, col_stride]: [usize; 2],
+    ) -> Self {
+        if rows > 0 && cols > 0 {
+            let last = offset + (rows - 1) * row_stride + (cols - 1) * col_stride;
+            assert!(last < data.len(), "matrix out of bounds");
+        }
+        Self {
+            ptr: data[offset.min(data.len())..].as_ptr(),
+            rows,
+            cols,
+            row_stride: row_stride as isize,
+            col_stride: col_stride as isize,
+            _borrow: PhantomData,
+        }
+    }
+
     /// `None` unless `t` is a 2-D f32 tensor.
     fn of(t: &'a FlexTensor) -> Option<Self> {
         let layout = t.layout();
@@ -79,23 +101,33 @@ pub fn matmul_add(
     FlexTensor::from_data(TensorData::new(out, [m, n]))
 }
 
-fn operand(t: &FlexTensor) -> Operand<'_> {
+pub(super) fn operand(t: &FlexTensor) -> Operand<'_> {
     Operand::of(t).unwrap_or_else(|| panic!("matmul_add: expected a 2-D f32 matrix, got {t:?}"))
 }
 
-/// `dst[m, n] (+)= a · b`, `dst` row-major with `n` columns. An empty inner dimension writes zeros.
+/// `dst[m, b.cols] (+)= a · b`, `dst` row-major with rows `n` elements apart (`n ≥ b.cols`). An
+/// empty inner dimension writes zeros.
 ///
 /// # Safety
-/// `dst` must be valid for `a.rows · b.cols` writes (and reads when `accumulate`).
-unsafe fn product_into(dst: *mut f32, n: usize, a: &Operand, b: &Operand, accumulate: bool) {
-    let (m, k) = (a.rows, a.cols);
+/// `dst` must be valid for writes (and reads when `accumulate`) of `b.cols` elements at each of
+/// `a.rows` rows `n` apart.
+pub(super) unsafe fn product_into(
+    dst: *mut f32,
+    n: usize,
+    a: &Operand,
+    b: &Operand,
+    accumulate: bool,
+) {
+    let (m, k, cols) = (a.rows, a.cols, b.cols);
     if k == 0 {
         if !accumulate {
-            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
+            for i in 0..m {
+                unsafe { std::ptr::write_bytes(dst.add(i * n), 0, cols) };
+            }
         }
         return;
     }
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS {
+    let parallelism = if m.saturating_mul(cols).saturating_mul(k) >= PARALLEL_MACS {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -104,7 +136,7 @@ unsafe fn product_into(dst: *mut f32, n: usize, a: &Operand, b: &Operand, accumu
     unsafe {
         gemm::gemm(
             m,
-            n,
+            cols,
             k,
             dst,
             1,

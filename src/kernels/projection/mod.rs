@@ -1,37 +1,45 @@
-//! The decoder's projections as single operations: `x · W` by a frozen weight (stored in f32, or in
-//! half precision while activations stay f32), and the LoRA projection `x · W + (x · A) · B`.
+//! The decoder's projections as single operations: `x · W` by a frozen weight (stored in f32, in
+//! half precision, or block-quantized while activations stay f32), and the LoRA projection
+//! `x · W + (x · A) · B`.
 //!
-//! - **Half-precision weights.** Casting the weight with ordinary tensor ops would make the matmul
-//!   keep the f32 copy alive for the backward (it needs `W` to form `∂x = g · Wᵀ`), so a model
-//!   stored in half precision would hold an f32 copy of every weight until the backward ran. These
+//! - **Narrow weights.** Casting the weight with ordinary tensor ops would make the matmul keep the
+//!   f32 copy alive for the backward (it needs `W` to form `∂x = g · Wᵀ`), so a model stored in half
+//!   precision or in blocks would hold an f32 copy of every weight until the backward ran. These
 //!   ops keep the *stored* weight as their backward state and widen it transiently in each pass.
+//! - **Blocks** (`blocks.rs`: Q8_0 and Q4_0, llama.cpp's layout) are widened a tile at a time
+//!   inside the product on flex (`blocks_cpu.rs`), and by a WGSL kernel before CubeCL's matmul on
+//!   wgpu (`blocks_wgsl.rs`); other backends widen them on the host.
 //! - **LoRA as one op.** Its backward forms `∂x = g · Wᵀ + (g · Bᵀ) · Aᵀ` as one product
 //!   accumulated into another, where the decomposed graph would add two `[rows, d_in]` gradients.
 //!   The frozen weight never gets a gradient.
-//! - **Flex** runs both products through `gemm` into one unzeroed buffer (`gemm`).
+//! - **Flex** runs both products through `gemm` into one unzeroed buffer (`flex.rs`, `gemm.rs`).
 //!   Other backends compose ordinary ops (Fusion fuses them lazily on wgpu).
+//! - **Autodiff** (`tracked.rs`) keeps the stored weight, dense or in blocks, for the backward.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
 
 use burn::backend::TensorMetadata;
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::flex::Flex;
 use burn::backend::ndarray::NdArray;
-use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::FloatDType;
 
-use crate::kernels::autodiff;
-
+pub mod blocks;
+mod blocks_cpu;
+mod blocks_wgsl;
+mod flex;
 pub(crate) mod gemm;
+mod tracked;
+
+pub use blocks::BlockFormat;
 
 /// The operations (differentiable in everything but the frozen weight: `Autodiff` routes to the
-/// impl below). Row-major 2-D operands; the weight may be stored in any float dtype.
+/// impl below). Row-major 2-D operands; a dense weight may be stored in any float dtype. A
+/// block-quantized weight `W` `[d_out, d_in]` is its `words` and `scales` (`blocks.rs`) with its
+/// format's [`BlockFormat::code`].
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
 pub trait ProjectionOps: Backend {
     /// `x` `[rows, d_in]` · `weight` `[d_in, d_out]` → `[rows, d_out]` in `x`'s dtype.
@@ -65,6 +73,79 @@ pub trait ProjectionOps: Backend {
         let u = Self::float_matmul(x.clone(), a);
         Self::matmul_add_product(x, weight, u, b)
     }
+
+    /// The block-quantized `W` `[d_out, d_in]` in f32.
+    #[fusion(dtype = scales, shape = Shape::new([scales[0], scales[1] * blocks::BLOCK]))]
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+    ) -> FloatTensor<Self>;
+
+    /// `x` `[rows, d_in]` · `Wᵀ` → `[rows, d_out]`, plus `u · v` (`[rows, r]` · `[r, d_out]`).
+    #[fusion(default)]
+    fn block_matmul_add_product(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+        u: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let weight = Self::float_transpose(Self::dequantize_blocks(words, scales, format));
+        Self::matmul_add_product(x, weight, u, v)
+    }
+
+    /// `x` `[rows, d_in]` · `Wᵀ` → `[rows, d_out]`.
+    #[fusion(default)]
+    fn block_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+    ) -> FloatTensor<Self> {
+        let weight = Self::float_transpose(Self::dequantize_blocks(words, scales, format));
+        Self::float_matmul(x, weight)
+    }
+
+    /// The backward's `g` `[rows, d_out]` · `W` → `[rows, d_in]`, plus `u · v` (`[r, d_in]`).
+    #[fusion(default)]
+    fn block_grad_matmul_add_product(
+        g: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+        u: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let weight = Self::dequantize_blocks(words, scales, format);
+        Self::matmul_add_product(g, weight, u, v)
+    }
+
+    /// The backward's `g` `[rows, d_out]` · `W` → `[rows, d_in]`.
+    #[fusion(default)]
+    fn block_grad_matmul(
+        g: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+    ) -> FloatTensor<Self> {
+        Self::float_matmul(g, Self::dequantize_blocks(words, scales, format))
+    }
+
+    /// LoRA on a block-quantized weight: `x · Wᵀ + (x · a) · b`.
+    #[fusion(default)]
+    fn block_lora_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let u = Self::float_matmul(x.clone(), a);
+        Self::block_matmul_add_product(x, words, scales, format, u, b)
+    }
 }
 
 /// `x` `[rows, d_in]` · a frozen `weight` `[d_in, d_out]` in any float dtype → `[rows, d_out]` in
@@ -87,108 +168,79 @@ pub fn lora_matmul(x: Tensor<2>, weight: Tensor<2>, a: Tensor<2>, b: Tensor<2>) 
     ))
 }
 
+/// A block-quantized frozen weight `W` `[d_out, d_in]` as the ops take it (`blocks.rs`).
+#[derive(Debug, Clone)]
+pub struct BlockOperand {
+    /// `[d_out, d_in / 32 · words per block]` u32.
+    pub words: Tensor<2, Int>,
+    /// `[d_out, d_in / 32]` f32.
+    pub scales: Tensor<2>,
+    pub format: BlockFormat,
+}
+
+/// `x` `[rows, d_in]` · `Wᵀ` → `[rows, d_out]`, keeping only the blocks for the backward.
+pub fn block_matmul(x: Tensor<2>, weight: &BlockOperand) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as ProjectionOps>::block_matmul(
+        x.into_dispatch(),
+        weight.words.clone().into_dispatch(),
+        weight.scales.clone().into_dispatch(),
+        weight.format.code(),
+    ))
+}
+
+/// `x · Wᵀ + (x · a) · b` for a block-quantized `W` and trainable `a` `[d_in, r]`, `b`
+/// `[r, d_out]`: gradients for `x`, `a` and `b`.
+pub fn block_lora_matmul(
+    x: Tensor<2>,
+    weight: &BlockOperand,
+    a: Tensor<2>,
+    b: Tensor<2>,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as ProjectionOps>::block_lora_matmul(
+        x.into_dispatch(),
+        weight.words.clone().into_dispatch(),
+        weight.scales.clone().into_dispatch(),
+        weight.format.code(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// `W` `[d_out, d_in]` in f32 (merging, saving, checks).
+pub fn dequantize_blocks(weight: &BlockOperand) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as ProjectionOps>::dequantize_blocks(
+        weight.words.clone().into_dispatch(),
+        weight.scales.clone().into_dispatch(),
+        weight.format.code(),
+    ))
+}
+
 /// `weight` cast to the dtype of `like` (a no-op when they already match).
-fn cast_like<B: Backend>(weight: FloatTensor<B>, like: &FloatTensor<B>) -> FloatTensor<B> {
+pub(super) fn cast_like<B: Backend>(
+    weight: FloatTensor<B>,
+    like: &FloatTensor<B>,
+) -> FloatTensor<B> {
     B::float_cast(weight, FloatDType::from(like.dtype()))
 }
 
-impl ProjectionOps for NdArray {}
-impl ProjectionOps for CubeBackend {}
-
-/// Flex: f32 products go straight to `gemm`; bf16 weights are widened by the parallel kernel of
-/// `kernels::cpu`.
-impl ProjectionOps for Flex {
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        let weight = widen_like(weight, &x);
-        if gemm::all_f32_matrices(&[&x, &weight]) {
-            gemm::matmul_add(&x, &weight, None)
-        } else {
-            Self::float_matmul(x, weight)
-        }
-    }
-
-    fn matmul_add_product(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        u: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+impl ProjectionOps for NdArray {
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
     ) -> FloatTensor<Self> {
-        let weight = widen_like(weight, &x);
-        if gemm::all_f32_matrices(&[&x, &weight, &u, &v]) {
-            gemm::matmul_add(&x, &weight, Some((&u, &v)))
-        } else {
-            Self::float_add(Self::float_matmul(x, weight), Self::float_matmul(u, v))
-        }
+        blocks::dequantize_on_host::<Self>(words, scales, BlockFormat::from_code(format))
     }
 }
 
-/// A flex weight in `x`'s dtype: bf16 → f32 by the parallel kernel, anything else by flex's cast.
-fn widen_like(weight: FloatTensor<Flex>, x: &FloatTensor<Flex>) -> FloatTensor<Flex> {
-    if weight.dtype() == DType::BF16 && x.dtype() == DType::F32 {
-        crate::kernels::cpu::bf16_to_f32(&weight)
-    } else {
-        cast_like::<Flex>(weight, x)
-    }
-}
-
-/// Only `x` (and LoRA's factors) are inputs: the weight is frozen by contract, and the backward
-/// keeps the *stored* weight.
-impl<B: ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodiff<B, C> {
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        let weight = weight.into_primitive();
-        let kept = weight.clone();
-        autodiff::op::<B, C, _, 1>(
-            [x],
-            move |[x]| (B::frozen_matmul(x, kept.clone()), kept),
-            move |[x]| B::frozen_matmul(x, weight),
-            // ∂x = g · Wᵀ, the same op on the transposed weight: [rows, d_in]
-            |weight, grad, _| [Some(B::frozen_matmul(grad, B::float_transpose(weight)))],
-        )
-    }
-
-    /// The backward keeps `x` `[rows, d_in]`, the weight, `a` `[d_in, r]`, `b` `[r, d_out]` and
-    /// `u = x · a` `[rows, r]`: the inputs (shared, not copied) and one small product.
-    fn lora_matmul(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
+impl ProjectionOps for CubeBackend {
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        format: usize,
     ) -> FloatTensor<Self> {
-        let weight = weight.into_primitive();
-        let kept = weight.clone();
-        autodiff::op::<B, C, _, 3>(
-            [x, a, b],
-            move |[x, a, b]| {
-                let u = B::float_matmul(x.clone(), a.clone());
-                let out = B::matmul_add_product(x.clone(), kept.clone(), u.clone(), b.clone());
-                (out, [x, kept, a, b, u])
-            },
-            move |[x, a, b]| B::lora_matmul(x, weight, a, b),
-            lora_gradient::<B>,
-        )
+        blocks_wgsl::dequantize(words, scales, BlockFormat::from_code(format))
     }
-}
-
-/// LoRA's backward from `g = ∂out` `[rows, d_out]`.
-fn lora_gradient<B: ProjectionOps>(
-    [x, weight, a, b, u]: [FloatTensor<B>; 5],
-    grad: FloatTensor<B>,
-    [need_x, need_a, need_b]: [bool; 3],
-) -> [Option<FloatTensor<B>>; 3] {
-    // ∂b = uᵀ · g: [r, d_out]
-    let db = need_b.then(|| B::float_matmul(B::float_transpose(u), grad.clone()));
-    if !need_x && !need_a {
-        return [None, None, db];
-    }
-    // ∂u = g · bᵀ: [rows, r]
-    let du = B::float_matmul(grad.clone(), B::float_transpose(b));
-    // ∂a = xᵀ · ∂u: [d_in, r]
-    let da = need_a.then(|| B::float_matmul(B::float_transpose(x), du.clone()));
-    // ∂x = g · Wᵀ + ∂u · aᵀ: [rows, d_in]
-    let dx = need_x.then(|| {
-        B::matmul_add_product(grad, B::float_transpose(weight), du, B::float_transpose(a))
-    });
-    [dx, da, db]
 }
 
 #[cfg(test)]
