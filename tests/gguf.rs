@@ -332,30 +332,57 @@ fn a_hugging_face_directory_writes_to_gguf_with_its_tokenizer_and_llama3_rope() 
 }
 
 /// A Q8_0 or Q4_0 GGUF base stays in its blocks under `frozen_precision: auto` (and `q8`/`q4`):
-/// every projection dequantizes to exactly the weights the f32 load reads, so the logits match it
-/// (the Q/K rows come back in transformers' order as whole rows of blocks); a LoRA trains on it.
+/// every projection, the embeddings and the head (untied: llama; tied: qwen2) dequantize to exactly
+/// the weights the f32 load reads, so the logits match it (the Q/K rows come back in transformers'
+/// order as whole rows of blocks); a LoRA trains on it.
 #[test]
 fn a_q8_0_or_q4_0_gguf_base_stays_quantized_in_memory() {
     use minordpo::kernels::projection::BlockFormat;
+    use minordpo::model::embedding::EmbeddingTable;
     use minordpo::model::linear::Weight;
     use minordpo::model::precision::{FrozenPrecision, Storage};
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let path = fixture("llama.gguf");
-    let source = GgufFile::open(&path).unwrap();
-    let model = CausalLm::load(&path, &device).unwrap();
     let ids: Vec<i64> = (0..40).map(|i| (i * 37 % 300) as i64).collect();
-    for (wtype, format, precision) in [
-        (GgufWeightType::Q8_0, BlockFormat::Q8_0, FrozenPrecision::Q8),
-        (GgufWeightType::Q4_0, BlockFormat::Q4_0, FrozenPrecision::Q4),
+    for (name, wtype, format, precision) in [
+        (
+            "llama",
+            GgufWeightType::Q8_0,
+            BlockFormat::Q8_0,
+            FrozenPrecision::Q8,
+        ),
+        (
+            "llama",
+            GgufWeightType::Q4_0,
+            BlockFormat::Q4_0,
+            FrozenPrecision::Q4,
+        ),
+        (
+            "qwen2",
+            GgufWeightType::Q4_0,
+            BlockFormat::Q4_0,
+            FrozenPrecision::Q4,
+        ),
     ] {
-        let out = dir.path().join(format!("{wtype:?}.gguf"));
+        let path = fixture(&format!("{name}.gguf"));
+        let source = GgufFile::open(&path).unwrap();
+        let model = CausalLm::load(&path, &device).unwrap();
+        let out = dir.path().join(format!("{name}-{wtype:?}.gguf"));
         write_gguf(&model, &TokenizerSource::Gguf(&source), &out, wtype).unwrap();
         let dense = CausalLm::load(&out, &device).unwrap();
         let want = logits(&dense, &ids, &device);
         for precision in [FrozenPrecision::Auto, precision] {
             let (quantized, storage) = CausalLm::load_frozen(&out, &device, precision).unwrap();
             assert_eq!(storage, Storage::Blocks(format));
+            assert!(matches!(quantized.embed_tokens, EmbeddingTable::Blocks(_)));
+            let embed = (
+                quantized.embed_tokens.dense().into_data(),
+                dense.embed_tokens.dense(),
+            );
+            assert_eq!(embed.0, embed.1.into_data(), "{name} embeddings");
+            if let Some(head) = &quantized.lm_head {
+                assert!(matches!(head.weight, Weight::Blocks(_)), "{name} head");
+            }
             for ((name, q), (_, d)) in quantized.projections().iter().zip(dense.projections()) {
                 assert!(matches!(q.weight, Weight::Blocks(_)), "{name}");
                 let (q, d) = (q.weight.dense().into_data(), d.weight.dense().into_data());
@@ -369,13 +396,13 @@ fn a_q8_0_or_q4_0_gguf_base_stays_quantized_in_memory() {
                 .fold(0f32, f32::max);
             assert!(
                 err < 1e-4,
-                "{wtype:?} {precision:?}: max |Δlogit| = {err:e}"
+                "{name} {wtype:?} {precision:?}: max |Δlogit| = {err:e}"
             );
         }
     }
     // Training on the Q4_0 base (its blocks kept, `auto`) runs and writes its adapter.
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo/standard.jsonl");
-    let (run, base) = (dir.path().join("run"), dir.path().join("Q4_0.gguf"));
+    let (run, base) = (dir.path().join("run"), dir.path().join("llama-Q4_0.gguf"));
     let mut args = words("train --device cpu --max-steps 2 --learning-rate 1e-2");
     args.extend(["--model", base.to_str().unwrap()]);
     args.extend([

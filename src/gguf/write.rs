@@ -188,7 +188,7 @@ fn tensors(model: &CausalLm, wtype: GgufWeightType) -> Result<Vec<OutTensor>> {
         });
         Ok(())
     };
-    let embed = model.embed_tokens.val();
+    let embed = model.embed_tokens.dense();
     let dims = embed.dims();
     push("model.embed_tokens.weight", host(embed), &dims)?;
     for (name, norm) in model.norms() {

@@ -3,8 +3,10 @@
 //!   holding the whole `[positions, vocab]` logits, forward or backward): a shared chunked driver
 //!   (`rows`), WGSL kernels for the row-wise part on wgpu (`wgsl_rows`, sources in `shaders/`) and
 //!   fused CPU kernels on flex (`cpu_rows`);
-//! - `projection/`: the matmul by a frozen weight (f32 or stored in half precision) and the LoRA
-//!   projection as one op, through `gemm` directly on flex (`projection/gemm.rs`);
+//! - `projection/`: the matmul by a frozen weight (f32, stored in half precision, or in llama.cpp's
+//!   Q8_0/Q4_0 blocks) and the LoRA projection as one op, through `gemm` directly on flex
+//!   (`projection/gemm.rs`; blocks widened a tile at a time, `projection/blocks_cpu.rs`) and with a
+//!   WGSL kernel widening blocks on wgpu;
 //! - `activations.rs`: SwiGLU and the attention softmax, `rms_norm.rs`: RMSNorm with a frozen
 //!   weight, as single operations that keep less for the backward;
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;

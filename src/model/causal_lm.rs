@@ -6,13 +6,13 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType};
 
 use super::attention::{Attention, LayerCache, Positions};
 use super::block::{Block, FeedForwardNorms};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
+use super::embedding::EmbeddingTable;
 use super::linear::{Linear, Weight};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
@@ -21,6 +21,7 @@ use super::quantized::BlockWeight;
 use super::rope::Rope;
 use crate::error::Result;
 use crate::kernels::projection::blocks::BLOCK;
+use crate::kernels::projection::{BlockOperand, block_matmul};
 
 /// Per-layer key/value caches plus the number of positions already processed.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ pub struct KvCache {
 #[derive(Module, Debug)]
 pub struct CausalLm {
     /// `[vocab, hidden]`
-    pub embed_tokens: Param<Tensor<2>>,
+    pub embed_tokens: EmbeddingTable,
     pub layers: Vec<Block>,
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens`.
@@ -107,12 +108,7 @@ impl CausalLm {
             offset: c.norm_weight_offset,
         };
 
-        let embed = ckpt.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let embed_tokens = Param::from_tensor(Tensor::from_data(
-            TensorData::new(embed, [c.vocab_size, h]),
-            device,
-        ))
-        .set_require_grad(false);
+        let embed_tokens = load_embeddings(ckpt, [c.vocab_size, h], frozen, device)?;
 
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -171,14 +167,18 @@ impl CausalLm {
             ckpt.ignore("lm_head.weight");
             None
         } else {
-            // The head stays f32: the fused log-prob op reads it whole per chunk.
+            // A dense head stays f32 (the fused log-prob op reads it whole per chunk); in blocks
+            // the op reads it tile by tile.
             let shape = LinearShape {
                 d_in: h,
                 d_out: c.vocab_size,
                 bias: false,
             };
-            let f32 = Storage::Dense(FloatDType::F32);
-            Some(load_linear(ckpt, "lm_head", shape, f32, device)?)
+            let head = match frozen {
+                Storage::Blocks(_) => frozen,
+                Storage::Dense(_) => Storage::Dense(FloatDType::F32),
+            };
+            Some(load_linear(ckpt, "lm_head", shape, head, device)?)
         };
         let rope = Rope::new(hd, c.rope_theta, &c.rope_scaling);
         let local_rope = c
@@ -211,7 +211,7 @@ impl CausalLm {
         // The tables and mask of each layer kind, built once per pass.
         let mut by_kind: Vec<(LayerKind, Positions)> = Vec::new();
 
-        let mut x = embedding(self.embed_tokens.val(), tokens);
+        let mut x = self.embed_tokens.lookup(tokens);
         if let Some(scale) = self.config.embed_scale {
             x = x * scale;
         }
@@ -257,18 +257,33 @@ impl CausalLm {
 
     /// Projects hidden states `[..., hidden]` to logits `[..., vocab]`.
     pub fn lm_head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(hidden, self.embed_tokens.val().transpose(), None),
+        match (&self.lm_head, &self.embed_tokens) {
+            (Some(head), _) => head.forward(hidden),
+            (None, EmbeddingTable::Dense(table)) => {
+                burn::tensor::module::linear(hidden, table.val().transpose(), None)
+            }
+            (None, EmbeddingTable::Blocks(table)) => {
+                let mut dims = hidden.dims();
+                let rows = dims[..D - 1].iter().product::<usize>();
+                let logits = block_matmul(hidden.reshape([rows, dims[D - 1]]), &table.operand());
+                dims[D - 1] = logits.dims()[1];
+                logits.reshape(dims)
+            }
         }
     }
 
-    /// The LM head as a plain `[hidden, vocab]` matrix (the tied embeddings transposed), or `None`
-    /// when the head has a bias or an adapter and must run as a layer.
-    pub fn lm_head_weight(&self) -> Option<Tensor<2>> {
+    /// The LM head as the fused log-prob op reads it (the tied embeddings, or the untied head's
+    /// weight), or `None` when the head has a bias or an adapter and must run as a layer.
+    pub fn lm_head_weight(&self) -> Option<HeadWeight> {
         match &self.lm_head {
-            None => Some(self.embed_tokens.val().transpose()),
-            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(head.weight.dense()),
+            None => Some(match &self.embed_tokens {
+                EmbeddingTable::Dense(table) => HeadWeight::Dense(table.val().transpose()),
+                EmbeddingTable::Blocks(table) => HeadWeight::Blocks(table.operand()),
+            }),
+            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(match &head.weight {
+                Weight::Dense(w) => HeadWeight::Dense(w.val()),
+                Weight::Blocks(w) => HeadWeight::Blocks(w.operand()),
+            }),
             Some(_) => None,
         }
     }
@@ -277,6 +292,36 @@ impl CausalLm {
     pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.lm_head(self.forward_hidden(tokens, cache))
     }
+}
+
+/// The LM head's weight as a matrix: dense `[hidden, vocab]`, or `E` `[vocab, hidden]` in blocks.
+/// (Built once per log-prob call and consumed at once, so the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum HeadWeight {
+    Dense(Tensor<2>),
+    Blocks(BlockOperand),
+}
+
+/// `model.embed_tokens.weight` `[vocab, hidden]`: in blocks when the frozen storage is and
+/// `hidden` is a whole number of them, else f32.
+fn load_embeddings(
+    ckpt: &mut dyn WeightSource,
+    [vocab, h]: [usize; 2],
+    frozen: Storage,
+    device: &Device,
+) -> Result<EmbeddingTable> {
+    let name = "model.embed_tokens.weight";
+    Ok(match frozen {
+        Storage::Blocks(format) if h % BLOCK == 0 => {
+            let blocks = ckpt.take_blocks(name, [vocab, h], format)?;
+            EmbeddingTable::Blocks(BlockWeight::from_ggml(&blocks, format, [vocab, h], device))
+        }
+        _ => {
+            let values = ckpt.take(name, &[vocab, h])?;
+            let table = Tensor::from_data(TensorData::new(values, [vocab, h]), device);
+            EmbeddingTable::Dense(Param::from_tensor(table).set_require_grad(false))
+        }
+    })
 }
 
 /// The shape of a projection to load.

@@ -220,7 +220,7 @@ mod tests {
         assert!(model.lm_head.is_none());
         let embed: Vec<f32> = model
             .embed_tokens
-            .val()
+            .dense()
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();

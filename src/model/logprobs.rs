@@ -11,7 +11,9 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use super::CausalLm;
+use super::causal_lm::HeadWeight;
 use crate::kernels::linear_logprobs;
+use crate::kernels::logprobs::linear_logprobs_blocks;
 
 /// The final hidden states of the scored positions and their labels.
 pub struct ScoredPositions {
@@ -41,14 +43,17 @@ pub fn scored_positions(
 /// Log-probs `[rows, len]` of each scored position's label.
 pub fn label_logps(model: &CausalLm, scored: &ScoredPositions, chunk: usize) -> Tensor<2> {
     let [rows, len, h] = scored.hidden.dims();
+    let (hidden, labels) = (
+        || scored.hidden.clone().reshape([rows * len, h]),
+        || scored.labels.clone().reshape([rows * len]),
+    );
     match model.lm_head_weight() {
-        Some(weight) if chunk > 0 => linear_logprobs(
-            scored.hidden.clone().reshape([rows * len, h]),
-            weight,
-            scored.labels.clone().reshape([rows * len]),
-            chunk,
-        )
-        .reshape([rows, len]),
+        Some(HeadWeight::Dense(weight)) if chunk > 0 => {
+            linear_logprobs(hidden(), weight, labels(), chunk).reshape([rows, len])
+        }
+        Some(HeadWeight::Blocks(head)) if chunk > 0 => {
+            linear_logprobs_blocks(hidden(), &head, labels(), chunk).reshape([rows, len])
+        }
         _ => {
             let logits = model.lm_head(scored.hidden.clone()); // [R, L, V]
             log_softmax(logits, 2)

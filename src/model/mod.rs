@@ -5,6 +5,7 @@ pub mod block;
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod config;
+pub mod embedding;
 pub mod init;
 pub mod linear;
 pub mod logprobs;

@@ -6,6 +6,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::causal_lm::CausalLm;
+use super::embedding::EmbeddingTable;
 use super::linear::{Linear, Weight};
 use super::norm::RmsNorm;
 
@@ -107,10 +108,14 @@ impl CausalLm {
     /// Every weight of the model (embeddings, norms, projections, biases, an untied head) under
     /// its checkpoint name, for full fine-tuning.
     pub fn all_params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            ParamMut::Matrix(&mut self.embed_tokens),
-        )];
+        let mut out = Vec::new();
+        // Embeddings in blocks are never trained (full fine-tuning loads f32).
+        if let EmbeddingTable::Dense(table) = &mut self.embed_tokens {
+            out.push((
+                "model.embed_tokens.weight".to_string(),
+                ParamMut::Matrix(table),
+            ));
+        }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             for (name, norm) in block_norms!(layer, &mut) {

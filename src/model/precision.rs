@@ -5,9 +5,9 @@
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
 //! each matmul widens its weight to f32 on the fly (`kernels::projection`). The precision is
-//! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. The
-//! embeddings (and the LM head tied to them) stay f32: the fused log-prob op reads the whole head
-//! per chunk.
+//! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. In half
+//! precision the embeddings (and the LM head tied to them) stay f32, as the fused log-prob op reads
+//! a dense head whole per chunk; in blocks they are blocks too, which that op reads tile by tile.
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -131,6 +131,16 @@ pub fn stored(model: &CausalLm) -> Storage {
                 Weight::Blocks(w) => Storage::Blocks(w.format),
             }
         })
+}
+
+/// Bytes of every frozen matrix as stored: the projections, the embeddings and an untied head
+/// (norm weights and biases, a few kilobytes, left out).
+pub fn frozen_weight_bytes(model: &CausalLm) -> usize {
+    let head = model
+        .lm_head
+        .as_ref()
+        .map_or(0, |h| h.weight.stored_bytes());
+    projection_weight_bytes(model) + model.embed_tokens.stored_bytes() + head
 }
 
 /// Bytes of the decoder projections' weights as stored.

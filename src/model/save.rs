@@ -51,7 +51,7 @@ pub fn save_safetensors(model: &CausalLm, path: &Path, dtype: Dtype) -> Result<(
                 push(format!("{name}.bias"), host(b.val()), vec![d_out]);
             }
         };
-    let embed = model.embed_tokens.val();
+    let embed = model.embed_tokens.dense();
     let dims = embed.dims();
     push(
         "model.embed_tokens.weight".into(),

@@ -26,6 +26,10 @@ fn host_targets(targets: IntTensor<Flex>) -> Vec<i64> {
 }
 
 impl RowOps<Flex> for CpuRows {
+    fn reads_blocks(&self) -> bool {
+        true
+    }
+
     fn matmul(&self, a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
         if gemm::all_f32_matrices(&[&a, &b]) {
             gemm::matmul_add(&a, &b, None)

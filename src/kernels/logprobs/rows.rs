@@ -2,12 +2,15 @@
 //! each chunk's logits, the forward (with or without the frozen weight's gradient direction) and
 //! the gradients. The row-wise softmax work on one chunk is a [`RowOps`]: plain tensor ops here
 //! ([`PlainRows`]), fused CPU kernels on flex (`cpu_rows`), WGSL kernels on wgpu (`wgsl_rows`).
+//! The head is a dense `[H, V]` weight or block-quantized embeddings `E` `[V, H]` ([`Head`]).
 
 use burn::backend::Backend;
 use burn::backend::TensorMetadata;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::prelude::*;
 use burn::tensor::{FloatDType, IndexingUpdateOp, Slice};
+
+use crate::kernels::projection::ProjectionOps;
 
 /// The row ranges of the chunks.
 fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -33,6 +36,12 @@ pub(super) trait RowOps<B: Backend> {
     /// Most rows per chunk.
     fn max_rows(&self) -> usize {
         usize::MAX
+    }
+
+    /// Whether each chunk's products read a block-quantized head in place (flex's tiled
+    /// products); otherwise the head is widened to f32 once per call, not once per chunk.
+    fn reads_blocks(&self) -> bool {
+        false
     }
 
     /// `a · b` (the backend's own matmul unless it has a faster one).
@@ -106,21 +115,101 @@ impl<B: Backend> RowOps<B> for PlainRows {
     }
 }
 
-/// One call's operands: `hidden` `[rows, H]`, `weight` `[H, V]`, `targets` `[rows]` and the rows
-/// per chunk (also the state the backward keeps for a trained weight: the inputs themselves, the
-/// weight shared, not copied).
+/// The LM head's weight.
+#[derive(Clone, Debug)]
+pub(super) enum Head<B: Backend> {
+    /// `W` `[H, V]`: logits `h · W`.
+    Dense(FloatTensor<B>),
+    /// Block-quantized `E` `[V, H]` (tied embeddings, or an untied head; `projection::blocks`):
+    /// logits `h · Eᵀ`.
+    Blocks {
+        words: IntTensor<B>,
+        scales: FloatTensor<B>,
+        format: usize,
+    },
+}
+
+impl<B: ProjectionOps> Head<B> {
+    /// The head as `rows` reads it: blocks widened once here unless it reads them in place.
+    fn for_rows(self, rows: &dyn RowOps<B>) -> Self {
+        match self {
+            Self::Blocks {
+                words,
+                scales,
+                format,
+            } if !rows.reads_blocks() => {
+                let e = B::dequantize_blocks(words, scales, format); // [V, H]
+                Self::Dense(B::float_transpose(e))
+            }
+            head => head,
+        }
+    }
+
+    /// A chunk's logits `[c, V]` from its hidden rows `[c, H]`.
+    fn logits(&self, rows: &dyn RowOps<B>, h: FloatTensor<B>) -> FloatTensor<B> {
+        match self {
+            Self::Dense(w) => rows.matmul(h, w.clone()),
+            Self::Blocks {
+                words,
+                scales,
+                format,
+            } => B::block_matmul(h, words.clone(), scales.clone(), *format),
+        }
+    }
+
+    /// `d · Wᵀ` `[c, H]` for `d` `[c, V]`, with `weight_t` the dense head transposed.
+    fn back(
+        &self,
+        rows: &dyn RowOps<B>,
+        d: FloatTensor<B>,
+        weight_t: &Option<FloatTensor<B>>,
+    ) -> FloatTensor<B> {
+        match (self, weight_t) {
+            (Self::Dense(_), Some(t)) => rows.matmul(d, t.clone()),
+            (
+                Self::Blocks {
+                    words,
+                    scales,
+                    format,
+                },
+                _,
+            ) => B::block_grad_matmul(d, words.clone(), scales.clone(), *format),
+            (Self::Dense(_), None) => unreachable!("a dense head is transposed once per call"),
+        }
+    }
+
+    /// The dense head transposed, `[V, H]` (`None` for blocks).
+    fn transposed(&self) -> Option<FloatTensor<B>> {
+        match self {
+            Self::Dense(w) => Some(B::float_transpose(w.clone())),
+            Self::Blocks { .. } => None,
+        }
+    }
+
+    /// The dense head (a trained head is always dense).
+    fn dense(&self) -> FloatTensor<B> {
+        match self {
+            Self::Dense(w) => w.clone(),
+            Self::Blocks { .. } => unreachable!("a block-quantized head is frozen"),
+        }
+    }
+}
+
+/// One call's operands: `hidden` `[rows, H]`, the head, `targets` `[rows]` and the rows per chunk
+/// (also the state the backward keeps for a trained weight: the inputs themselves, the weight
+/// shared, not copied).
 #[derive(Clone, Debug)]
 pub(super) struct Operands<B: Backend> {
     pub hidden: FloatTensor<B>,
-    pub weight: FloatTensor<B>,
+    pub weight: Head<B>,
     pub targets: IntTensor<B>,
     pub chunk: usize,
 }
 
-impl<B: Backend> Operands<B> {
+impl<B: ProjectionOps> Operands<B> {
     pub fn new(
         hidden: FloatTensor<B>,
-        weight: FloatTensor<B>,
+        weight: Head<B>,
         targets: IntTensor<B>,
         chunk: usize,
     ) -> Self {
@@ -143,7 +232,7 @@ impl<B: Backend> Operands<B> {
         let chunk = self.chunk.min(rows.max_rows());
         chunk_ranges(self.hidden.shape()[0], chunk).map(move |(s, e)| {
             let h = row_slice::<B>(&self.hidden, s, e);
-            let logits = rows.matmul(h.clone(), self.weight.clone());
+            let logits = self.weight.logits(rows, h.clone());
             let t = B::int_slice(targets.clone(), &[Slice::from(s..e)]);
             (h, logits, t, (s, e))
         })
@@ -151,7 +240,11 @@ impl<B: Backend> Operands<B> {
 }
 
 /// `log p(target)` `[rows]`.
-pub(super) fn forward<B: Backend>(rows: &dyn RowOps<B>, op: Operands<B>) -> FloatTensor<B> {
+pub(super) fn forward<B: ProjectionOps>(
+    rows: &dyn RowOps<B>,
+    mut op: Operands<B>,
+) -> FloatTensor<B> {
+    op.weight = op.weight.for_rows(rows);
     let parts = op
         .chunks(rows)
         .map(|(_, logits, t, _)| rows.pick(logits, t));
@@ -159,16 +252,17 @@ pub(super) fn forward<B: Backend>(rows: &dyn RowOps<B>, op: Operands<B>) -> Floa
 }
 
 /// `log p(target)` `[rows]` and the gradient direction `(onehot − softmax) · Wᵀ` `[rows, H]`.
-pub(super) fn forward_with_direction<B: Backend>(
+pub(super) fn forward_with_direction<B: ProjectionOps>(
     rows: &dyn RowOps<B>,
-    op: Operands<B>,
+    mut op: Operands<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let weight_t = B::float_transpose(op.weight.clone()); // [V, H]
+    op.weight = op.weight.for_rows(rows);
+    let weight_t = op.weight.transposed(); // [V, H]
     let (logps, directions): (Vec<_>, Vec<_>) = op
         .chunks(rows)
         .map(|(_, logits, t, _)| {
             let (picked, d) = rows.pick_and_unit_grad(logits, t); // [c], onehot − softmax [c, V]
-            (picked, rows.matmul(d, weight_t.clone())) // [c], [c, H]
+            (picked, op.weight.back(rows, d, &weight_t)) // [c], [c, H]
         })
         .unzip();
     (B::float_cat(logps, 0), B::float_cat(directions, 0))
@@ -176,12 +270,12 @@ pub(super) fn forward_with_direction<B: Backend>(
 
 /// `(∂/∂hidden [rows, H], ∂/∂weight [H, V])` given the output gradient `grad` `[rows]`, from one
 /// recomputation of each chunk's logits.
-pub(super) fn gradients<B: Backend>(
+pub(super) fn gradients<B: ProjectionOps>(
     rows: &dyn RowOps<B>,
     op: Operands<B>,
     grad: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let weight_t = B::float_transpose(op.weight.clone()); // [V, H]
+    let weight_t = B::float_transpose(op.weight.dense()); // [V, H]
     let mut d_hidden = Vec::new();
     let mut d_weight = None;
     for (h, logits, t, (s, e)) in op.chunks(rows) {
