@@ -222,18 +222,14 @@ impl WeightSource for GgufWeights<'_> {
         shape: [usize; 2],
         format: BlockFormat,
     ) -> Result<Vec<u8>> {
-        let short = gguf_name(name, self.config.architecture);
-        let info = short.as_deref().and_then(|s| self.gguf.tensors.get(s));
-        let (Some(short), Some(info)) = (short, info) else {
-            return self
-                .take(name, &shape)
-                .map(|v| BlockWeight::quantize_ggml(&v, format));
-        };
-        let same = info.ggml_type == format_type(format) && info.torch_shape() == shape;
-        if !same {
+        let short = gguf_name(name, self.config.architecture).filter(|short| {
+            let info = self.gguf.tensors.get(short);
+            info.is_some_and(|i| i.ggml_type == format_type(format) && i.torch_shape() == shape)
+        });
+        let Some(short) = short else {
             let values = self.take(name, &shape)?;
             return Ok(BlockWeight::quantize_ggml(&values, format));
-        }
+        };
         let bytes = self.gguf.bytes(&short)?;
         let row_bytes = bytes.len() / shape[0];
         let blocks = match layout(&short, self.config) {

@@ -151,19 +151,10 @@ pub(crate) fn dequantize_on_host<B: Backend>(
 mod tests {
     use super::*;
     use crate::gguf::types::{GgmlType, quantize_q4_0, quantize_q8_0};
-    use crate::kernels::max_rel_err;
+    use crate::kernels::projection::tests::{assert_same, normal};
     use crate::kernels::projection::{BlockOperand, block_lora_matmul, block_matmul};
     use burn::prelude::*;
-    use burn::tensor::{DType, Distribution};
-
-    fn normal(shape: [usize; 2], device: &Device) -> Tensor<2> {
-        Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), device).detach()
-    }
-
-    fn close(a: Tensor<2>, b: Tensor<2>) {
-        let e = max_rel_err(a, b);
-        assert!(e <= 1e-5, "max relative error {e}");
-    }
+    use burn::tensor::DType;
 
     /// `W` `[d_out, d_in]` quantized as llama.cpp would, on `device`: the operand and the exact
     /// f32 values ggml dequantizes it to.
@@ -217,23 +208,11 @@ mod tests {
 
             let fused = block_matmul(x.clone(), &weight);
             let plain = x.clone().matmul(wide.clone());
-            let (g1, g2) = (
-                (fused.clone() * cot.clone()).sum().backward(),
-                (plain.clone() * cot.clone()).sum().backward(),
-            );
-            close(fused.inner(), plain.inner());
-            close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+            assert_same(fused, plain, &cot, &[&x]);
 
             let fused = block_lora_matmul(x.clone(), &weight, a.clone(), b.clone());
             let plain = x.clone().matmul(wide) + x.clone().matmul(a.clone()).matmul(b.clone());
-            let (g1, g2) = (
-                (fused.clone() * cot.clone()).sum().backward(),
-                (plain.clone() * cot.clone()).sum().backward(),
-            );
-            close(fused.inner(), plain.inner());
-            for t in [&x, &a, &b] {
-                close(t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
-            }
+            assert_same(fused, plain, &cot, &[&x, &a, &b]);
         }
     }
 
