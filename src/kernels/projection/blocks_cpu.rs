@@ -41,10 +41,11 @@ impl<'a> Blocks<'a> {
             && scales.is_contiguous()
             && words.layout().start_offset() == 0
             && scales.layout().start_offset() == 0;
-        if !ok {
+        let shape = scales.layout().shape();
+        let words_shape = [shape[0], shape[1] * format.words_per_block()];
+        if !ok || words.layout().shape().as_slice() != words_shape {
             return None;
         }
-        let shape = scales.layout().shape();
         Some(Self {
             words: words.storage(),
             scales: scales.storage(),
@@ -62,6 +63,9 @@ impl<'a> Blocks<'a> {
     fn widen(&self, rows: std::ops::Range<usize>, blocks: std::ops::Range<usize>, out: &mut [f32]) {
         let per_block = self.format.words_per_block();
         let width = blocks.len() * BLOCK;
+        if width == 0 {
+            return;
+        }
         out.par_chunks_mut(width).zip(rows).for_each(|(out, r)| {
             let first = r * self.blocks + blocks.start;
             let words = &self.words[first * per_block..(first + blocks.len()) * per_block];
