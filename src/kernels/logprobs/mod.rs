@@ -10,6 +10,10 @@
 //!   chunk's logits and turns them into `g·(onehot − softmax)` before multiplying back by `Wᵀ` (and
 //!   by `hᵀ` for the weight).
 //!
+//! - With the head in blocks (`frozen_precision: q8 | q4`: tied embeddings `E` `[V, H]`, logits
+//!   `h · Eᵀ`), each chunk's two products widen the head tile by tile on flex; other backends
+//!   widen it once per call.
+//!
 //! The chunking, the matmuls and the autodiff plumbing are shared (`rows`); the row-wise softmax
 //! work runs in the WGSL kernels of `shaders/logprobs*.wgsl` on wgpu (`wgsl_rows`), in fused CPU
 //! kernels on flex (`cpu_rows`, whose chunk products call `gemm` directly), and as plain tensor ops

@@ -93,22 +93,24 @@ impl BlockFormat {
     pub fn dequantize_row(self, words: &[u32], scales: &[f32], out: &mut [f32]) {
         let per_block = self.words_per_block();
         let blocks = words.chunks_exact(per_block).zip(scales);
+        // The block's bytes first (word j holds bytes 4j‥4j+4, little-endian), then one
+        // straight-line loop over them, which the compiler vectorises.
+        let mut bytes = [0u8; 32];
         for ((block, &d), out) in blocks.zip(out.chunks_exact_mut(BLOCK)) {
+            for (j, word) in block.iter().enumerate() {
+                bytes[4 * j..4 * j + 4].copy_from_slice(&word.to_le_bytes());
+            }
             match self {
                 Self::Q8_0 => {
-                    for (j, &word) in block.iter().enumerate() {
-                        for t in 0..4 {
-                            out[4 * j + t] = (word >> (8 * t)) as u8 as i8 as f32 * d;
-                        }
+                    for (o, &q) in out.iter_mut().zip(&bytes) {
+                        *o = q as i8 as f32 * d;
                     }
                 }
                 Self::Q4_0 => {
-                    for (j, &word) in block.iter().enumerate() {
-                        for t in 0..4 {
-                            let byte = (word >> (8 * t)) as u8;
-                            out[4 * j + t] = ((byte & 0x0F) as i8 - 8) as f32 * d;
-                            out[4 * j + t + 16] = ((byte >> 4) as i8 - 8) as f32 * d;
-                        }
+                    let (low, high) = out.split_at_mut(16);
+                    for ((l, h), &q) in low.iter_mut().zip(high).zip(&bytes[..16]) {
+                        *l = ((q & 0x0F) as i8 - 8) as f32 * d;
+                        *h = ((q >> 4) as i8 - 8) as f32 * d;
                     }
                 }
             }
