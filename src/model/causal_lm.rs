@@ -311,17 +311,32 @@ fn load_embeddings(
     device: &Device,
 ) -> Result<EmbeddingTable> {
     let name = "model.embed_tokens.weight";
-    Ok(match frozen {
-        Storage::Blocks(format) if h % BLOCK == 0 => {
-            let blocks = ckpt.take_blocks(name, [vocab, h], format)?;
-            EmbeddingTable::Blocks(BlockWeight::from_ggml(&blocks, format, [vocab, h], device))
+    if let Some(table) = take_blocks(ckpt, name, [vocab, h], frozen, device)? {
+        return Ok(EmbeddingTable::Blocks(table));
+    }
+    let values = ckpt.take(name, &[vocab, h])?;
+    let table = Tensor::from_data(TensorData::new(values, [vocab, h]), device);
+    Ok(EmbeddingTable::Dense(
+        Param::from_tensor(table).set_require_grad(false),
+    ))
+}
+
+/// The matrix `name` (PyTorch `[rows, cols]`) in blocks when `frozen` asks for them and each row
+/// is a whole number of blocks; `None` otherwise (the caller reads it dense).
+fn take_blocks(
+    ckpt: &mut dyn WeightSource,
+    name: &str,
+    shape: [usize; 2],
+    frozen: Storage,
+    device: &Device,
+) -> Result<Option<BlockWeight>> {
+    match frozen {
+        Storage::Blocks(format) if shape[1].is_multiple_of(BLOCK) => {
+            let blocks = ckpt.take_blocks(name, shape, format)?;
+            Ok(Some(BlockWeight::from_ggml(&blocks, format, shape, device)))
         }
-        _ => {
-            let values = ckpt.take(name, &[vocab, h])?;
-            let table = Tensor::from_data(TensorData::new(values, [vocab, h]), device);
-            EmbeddingTable::Dense(Param::from_tensor(table).set_require_grad(false))
-        }
-    })
+        _ => Ok(None),
+    }
 }
 
 /// The shape of a projection to load.
@@ -343,17 +358,9 @@ fn load_linear(
 ) -> Result<Linear> {
     let LinearShape { d_in, d_out, bias } = shape;
     let name = format!("{prefix}.weight");
-    let weight = match frozen {
-        Storage::Blocks(format) if d_in % BLOCK == 0 => {
-            let blocks = ckpt.take_blocks(&name, [d_out, d_in], format)?;
-            Weight::Blocks(BlockWeight::from_ggml(
-                &blocks,
-                format,
-                [d_out, d_in],
-                device,
-            ))
-        }
-        _ => {
+    let weight = match take_blocks(ckpt, &name, [d_out, d_in], frozen, device)? {
+        Some(blocks) => Weight::Blocks(blocks),
+        None => {
             let dtype = match frozen {
                 Storage::Dense(dtype) => dtype,
                 Storage::Blocks(_) => FloatDType::F32,
