@@ -50,8 +50,8 @@ training_config! {
     logprob_chunk: usize = 256,
     /// Storage of the frozen base weights: `auto` keeps a checkpoint in its own precision (lossless:
     /// bf16/f16, f16 for bf16 on GPUs without bf16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
-    /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` (9 and 5 bits per weight). Activations,
-    /// adapters and optimizer state are f32 either way.
+    /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` for the projections, embeddings and head
+    /// (9 and 5 bits per weight). Activations, adapters and optimizer state are f32 either way.
     frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
 }
 
