@@ -54,3 +54,28 @@ impl EmbeddingTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::projection::BlockFormat;
+
+    /// Rows looked up from blocks are the rows of the dequantized table, on every backend (the
+    /// u32 words are gathered like any int tensor).
+    fn check(device: &Device) {
+        let [vocab, hidden] = [11, 64];
+        let values: Vec<f32> = (0..vocab * hidden)
+            .map(|i| (i as f32 * 0.61).sin())
+            .collect();
+        let bytes = BlockWeight::quantize_ggml(&values, BlockFormat::Q8_0);
+        let weight = BlockWeight::from_ggml(&bytes, BlockFormat::Q8_0, [vocab, hidden], device);
+        let table = EmbeddingTable::Blocks(weight);
+        let tokens = Tensor::<2, Int>::from_ints([[3, 0, 10], [7, 7, 1]], device);
+        let dense = embedding(table.dense(), tokens.clone());
+        let got = table.lookup(tokens);
+        assert_eq!(got.dims(), [2, 3, hidden]);
+        assert_eq!(got.into_data(), dense.into_data());
+    }
+
+    crate::device::on_every_backend!(check => block_rows_match_dense_rows_on_flex, block_rows_match_dense_rows_on_ndarray, block_rows_match_dense_rows_on_wgpu);
+}

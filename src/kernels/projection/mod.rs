@@ -206,7 +206,7 @@ pub fn block_lora_matmul(
     ))
 }
 
-/// `W` `[d_out, d_in]` in f32 (merging, saving, checks).
+/// `W` `[d_out, d_in]` in f32 (embedding rows, merging, saving, checks).
 pub fn dequantize_blocks(weight: &BlockOperand) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as ProjectionOps>::dequantize_blocks(
         weight.words.clone().into_dispatch(),
