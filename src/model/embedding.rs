@@ -56,6 +56,7 @@ impl EmbeddingTable {
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // ndarray is deprecated upstream but stays selectable, so it is tested too
 mod tests {
     use super::*;
     use crate::kernels::projection::BlockFormat;
