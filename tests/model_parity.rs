@@ -139,8 +139,10 @@ fn logits_and_greedy_match_transformers_on_wgpu() {
 
 /// The real checkpoints named by `MINORDPO_REAL_MODELS` (directories joined like `PATH`), each with
 /// the reference `tests/fixtures/make_real_reference.py` wrote beside it: logits at the reference
-/// positions of a sequence longer than a sliding window, and greedy continuations. Skipped with a
-/// message when the variable is unset (the checkpoints are too large to commit).
+/// positions of a sequence longer than a sliding window, greedy continuations, tokenizations and
+/// (when the reference has them) summed sequence log-probs, checked with f32, q8 and q4 frozen
+/// weights. Skipped with a message when the variable is unset (the checkpoints are too large to
+/// commit).
 #[test]
 fn real_checkpoints_match_transformers() {
     let Some(dirs) = std::env::var_os("MINORDPO_REAL_MODELS") else {
