@@ -7,6 +7,7 @@
 use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::DType;
+use rayon::prelude::*;
 
 use crate::gguf::types::{quantize_q4_0, quantize_q8_0};
 use crate::kernels::projection::blocks::BLOCK;
@@ -52,12 +53,15 @@ impl BlockWeight {
         }
     }
 
-    /// The ggml blocks of `values` (`W` `[d_out, d_in]`, row-major), quantized as llama.cpp does.
+    /// The ggml blocks of `values` (`W` `[d_out, d_in]`, row-major), quantized as llama.cpp does
+    /// (blocks are independent, so runs of them are quantized in parallel).
     pub fn quantize_ggml(values: &[f32], format: BlockFormat) -> Vec<u8> {
-        match format {
-            BlockFormat::Q8_0 => quantize_q8_0(values),
-            BlockFormat::Q4_0 => quantize_q4_0(values),
-        }
+        let quantize = match format {
+            BlockFormat::Q8_0 => quantize_q8_0,
+            BlockFormat::Q4_0 => quantize_q4_0,
+        };
+        let parts: Vec<Vec<u8>> = values.par_chunks(BLOCK * 1024).map(quantize).collect();
+        parts.concat()
     }
 
     /// What the projection ops take.

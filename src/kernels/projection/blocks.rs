@@ -18,6 +18,8 @@ use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
+use super::blocks_cpu::Blocks;
+
 /// Values per block (both formats).
 pub const BLOCK: usize = 32;
 
@@ -137,15 +139,7 @@ pub(crate) fn dequantize_on_host<B: Backend>(
             .into_vec::<f32>()
             .expect("f32 scales"),
     );
-    let mut values = vec![0f32; d_out * blocks * BLOCK];
-    let per_row = blocks * format.words_per_block();
-    for (r, out) in values.chunks_exact_mut(blocks * BLOCK).enumerate() {
-        let (w, s) = (
-            &words[r * per_row..(r + 1) * per_row],
-            &scales[r * blocks..(r + 1) * blocks],
-        );
-        format.dequantize_row(w, s, out);
-    }
+    let values = Blocks::new(&words, &scales, format, [d_out, blocks]).widened();
     B::float_from_data(TensorData::new(values, [d_out, blocks * BLOCK]), &device)
 }
 

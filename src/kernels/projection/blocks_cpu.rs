@@ -18,7 +18,8 @@ use super::gemm::{Operand, operand, product_into};
 /// f32 values per widened tile (1 MiB).
 const TILE_VALUES: usize = 1 << 18;
 
-/// A flex weight in blocks, read in place.
+/// A weight in blocks in host memory, read in place: a flex tensor's storage, or the data read back
+/// from another host backend.
 pub(super) struct Blocks<'a> {
     words: &'a [u32],
     scales: &'a [f32],
@@ -46,13 +47,30 @@ impl<'a> Blocks<'a> {
         if !ok || words.layout().shape().as_slice() != words_shape {
             return None;
         }
-        Some(Self {
-            words: words.storage(),
-            scales: scales.storage(),
+        let dims = [shape[0], shape[1]];
+        Some(Self::new(words.storage(), scales.storage(), format, dims))
+    }
+
+    /// `words` `[d_out, blocks · w]` and `scales` `[d_out, blocks]`, row-major.
+    pub(super) fn new(
+        words: &'a [u32],
+        scales: &'a [f32],
+        format: BlockFormat,
+        [d_out, blocks]: [usize; 2],
+    ) -> Self {
+        assert_eq!(scales.len(), d_out * blocks, "block scales");
+        assert_eq!(
+            words.len(),
+            scales.len() * format.words_per_block(),
+            "block words"
+        );
+        Self {
+            words,
+            scales,
             format,
-            d_out: shape[0],
-            blocks: shape[1],
-        })
+            d_out,
+            blocks,
+        }
     }
 
     fn d_in(&self) -> usize {
@@ -74,11 +92,16 @@ impl<'a> Blocks<'a> {
         });
     }
 
-    /// The whole weight `[d_out, d_in]` in f32.
-    pub(super) fn dequantize(&self) -> FlexTensor {
+    /// The whole weight `[d_out, d_in]` in f32, row-major.
+    pub(super) fn widened(&self) -> Vec<f32> {
         let mut values = vec![0f32; self.d_out * self.d_in()];
         self.widen(0..self.d_out, 0..self.blocks, &mut values);
-        FlexTensor::from_data(TensorData::new(values, [self.d_out, self.d_in()]))
+        values
+    }
+
+    /// The whole weight `[d_out, d_in]` in f32.
+    pub(super) fn dequantize(&self) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(self.widened(), [self.d_out, self.d_in()]))
     }
 }
 

@@ -120,7 +120,7 @@ fn flex_blocks(
         let plus = plus.as_ref().map(|(u, v)| (u, v));
         return blocks_cpu::product(&lhs, &weight, side, plus);
     }
-    let weight = blocks::dequantize_on_host::<Flex>(words, scales, format);
+    let weight = Flex::dequantize_blocks(words, scales, format.code());
     let weight = match side {
         Side::Forward => Flex::float_transpose(weight),
         Side::Backward => weight,
