@@ -9,7 +9,9 @@ use crate::generate::sampling::Sampling;
 use crate::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
 use crate::model::CausalLm;
 use crate::model::lora;
+use crate::model::precision::{FrozenPrecision, Storage};
 use crate::tokenizer::{Message, Tokenizer};
+use burn::tensor::FloatDType;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "chat"])))]
@@ -45,6 +47,11 @@ pub struct GenerateArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Storage of the base weights, as `train`'s `frozen_precision`: auto (a bf16 checkpoint stays
+    /// bf16, a Q8_0/Q4_0 GGUF stays in its blocks: lossless, and half the bytes a decoding step
+    /// reads), f32, bf16, f16, q8, q4.
+    #[arg(long, value_enum, default_value_t = FrozenPrecision::Auto)]
+    frozen_precision: FrozenPrecision,
     /// Also print the prompt and generated token ids on stderr (for parity checks).
     #[arg(long)]
     show_token_ids: bool,
@@ -57,16 +64,21 @@ pub fn run(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> {
     eprintln!("device: {}", selected.description);
     let started = Instant::now();
     let tokenizer = Tokenizer::load(&model_dir)?;
-    let mut model = CausalLm::load(&model_dir, &selected.device)?;
+    let (mut model, storage) =
+        CausalLm::load_frozen(&model_dir, &selected.device, args.frozen_precision)?;
+    if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
+        model.embed_tokens = model.embed_tokens.narrowed(half);
+    }
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }
     let defaults = GenerationDefaults::load(&model_dir)?;
     eprintln!(
-        "model: {} ({} layers, {:.1}M parameters) loaded in {:.1}s",
+        "model: {} ({} layers, {:.1}M parameters, weights in {}) loaded in {:.1}s",
         model.config.architecture.hf_name(),
         model.config.num_hidden_layers,
         model.config.num_parameters() as f64 / 1e6,
+        storage.name(),
         started.elapsed().as_secs_f64()
     );
 

@@ -4,6 +4,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::module::embedding;
 
 use super::quantized::BlockWeight;
@@ -12,7 +13,8 @@ use crate::kernels::projection::{BlockOperand, dequantize_blocks};
 /// The embedding table.
 #[derive(Module, Debug)]
 pub enum EmbeddingTable {
-    /// `[vocab, hidden]` f32 (trained in full fine-tuning).
+    /// `[vocab, hidden]` f32 (trained in full fine-tuning), or bf16/f16 for decoding
+    /// ([`Self::narrowed`]).
     Dense(Param<Tensor<2>>),
     /// Frozen blocks of `[vocab, hidden]`.
     Blocks(BlockWeight),
@@ -22,7 +24,7 @@ impl EmbeddingTable {
     /// `[batch, seq, hidden]` rows of `tokens` `[batch, seq]`.
     pub fn lookup(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         match self {
-            Self::Dense(table) => embedding(table.val(), tokens),
+            Self::Dense(table) => embedding(table.val(), tokens).cast(FloatDType::F32),
             Self::Blocks(table) => {
                 let [batch, seq] = tokens.dims();
                 let ids = tokens.reshape([batch * seq]);
@@ -38,10 +40,21 @@ impl EmbeddingTable {
         }
     }
 
+    /// A frozen dense table stored in `dtype` (decoding: a tied head read in half precision is
+    /// half the bytes of each step's largest product); blocks and trained tables as they are.
+    pub fn narrowed(self, dtype: FloatDType) -> Self {
+        match self {
+            Self::Dense(table) if !table.val().is_require_grad() => {
+                Self::Dense(Param::from_tensor(table.val().cast(dtype)).set_require_grad(false))
+            }
+            other => other,
+        }
+    }
+
     /// The table `[vocab, hidden]` in f32 (saving, merging).
     pub fn dense(&self) -> Tensor<2> {
         match self {
-            Self::Dense(table) => table.val(),
+            Self::Dense(table) => table.val().cast(FloatDType::F32),
             Self::Blocks(table) => table.dequantize(),
         }
     }

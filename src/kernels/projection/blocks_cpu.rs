@@ -13,6 +13,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::blocks::{BLOCK, BlockFormat};
+use super::few_rows;
 use super::gemm::{Operand, operand, product_into};
 
 /// f32 values per widened tile (1 MiB).
@@ -92,6 +93,15 @@ impl<'a> Blocks<'a> {
         });
     }
 
+    /// Row `r` of `W` (`d_in` values) in f32, on this thread.
+    fn widen_row(&self, r: usize, out: &mut [f32]) {
+        let per_block = self.format.words_per_block();
+        let first = r * self.blocks;
+        let words = &self.words[first * per_block..(first + self.blocks) * per_block];
+        let scales = &self.scales[first..first + self.blocks];
+        self.format.dequantize_row(words, scales, out);
+    }
+
     /// The whole weight `[d_out, d_in]` in f32, row-major.
     pub(super) fn widened(&self) -> Vec<f32> {
         let mut values = vec![0f32; self.d_out * self.d_in()];
@@ -135,6 +145,22 @@ pub(super) fn product(
     // then accumulates into initialised memory.
     unsafe {
         match side {
+            Side::Forward if (1..=few_rows::MAX_ROWS).contains(&m) => {
+                // A decoding step: each output column is one row of `W` widened into a buffer
+                // and dotted with the rows of `x`; `W` is read once.
+                let lhs = lhs.to_contiguous();
+                let x: &[f32] = lhs.as_slice().expect("contiguous f32 rows");
+                let values = few_rows::by_output_columns(m, n, |columns, out| {
+                    let mut row = vec![0.0f32; d_in];
+                    for (j, out) in columns.zip(out.chunks_exact_mut(m)) {
+                        weight.widen_row(j, &mut row);
+                        for (r, o) in out.iter_mut().enumerate() {
+                            *o = few_rows::dot(&x[r * d_in..(r + 1) * d_in], &row);
+                        }
+                    }
+                });
+                std::ptr::copy_nonoverlapping(values.as_ptr(), out.as_mut_ptr(), m * n);
+            }
             Side::Forward => {
                 let rows_per_tile = (TILE_VALUES / d_in.max(1)).clamp(16, d_out.max(16));
                 for r0 in (0..d_out).step_by(rows_per_tile) {

@@ -1,5 +1,6 @@
-//! The projections on flex: dense f32 products straight to `gemm` (`gemm.rs`), bf16 weights
-//! widened by the parallel kernel of `kernels::cpu`, blocks a tile at a time inside the product
+//! The projections on flex: a few rows (decoding) as matrix-vector products that read the weight
+//! in its stored precision (`few_rows.rs`), dense f32 products straight to `gemm` (`gemm.rs`),
+//! bf16 weights widened by the parallel kernel of `kernels::cpu`, blocks a tile at a time inside the product
 //! (`blocks_cpu.rs`).
 
 use burn::backend::flex::Flex;
@@ -8,12 +9,15 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::DType;
 
 use super::blocks_cpu::{self, Side};
-use super::{BlockFormat, ProjectionOps, blocks, cast_like, gemm};
+use super::{BlockFormat, ProjectionOps, blocks, cast_like, few_rows, gemm};
 
 /// Flex: f32 products go straight to `gemm`; bf16 weights are widened by the parallel kernel of
 /// `kernels::cpu`; blocks a tile at a time inside the product (`blocks_cpu`).
 impl ProjectionOps for Flex {
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if let Some(out) = few_rows::product(&x, &weight, None) {
+            return out;
+        }
         let weight = widen_like(weight, &x);
         if gemm::all_f32_matrices(&[&x, &weight]) {
             gemm::matmul_add(&x, &weight, None)
@@ -28,6 +32,9 @@ impl ProjectionOps for Flex {
         u: FloatTensor<Self>,
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        if let Some(out) = few_rows::product(&x, &weight, Some((&u, &v))) {
+            return out;
+        }
         let weight = widen_like(weight, &x);
         if gemm::all_f32_matrices(&[&x, &weight, &u, &v]) {
             gemm::matmul_add(&x, &weight, Some((&u, &v)))

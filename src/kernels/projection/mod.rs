@@ -30,6 +30,7 @@ use burn::tensor::FloatDType;
 pub mod blocks;
 mod blocks_cpu;
 mod blocks_wgsl;
+mod few_rows;
 mod flex;
 pub(crate) mod gemm;
 mod tracked;
