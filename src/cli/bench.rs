@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Positions per fused LM-head chunk (0 = the plain path: whole logits).
     #[arg(long, default_value_t = TrainConfig::default().logprob_chunk)]
     logprob_chunk: usize,
+    /// Query rows per block of memory-efficient attention (0 = plain attention: the whole
+    /// probability matrix kept for the backward).
+    #[arg(long, default_value_t = TrainConfig::default().attention_block)]
+    attention_block: usize,
     /// Run the reference forward every step instead of precomputing it once.
     #[arg(long)]
     live_reference: bool,
@@ -59,6 +63,7 @@ pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         logprob_chunk: args.logprob_chunk,
+        attention_block: args.attention_block,
         precompute_reference: !args.live_reference,
         frozen_precision: args.frozen_precision,
         lora_r: args.lora_r,

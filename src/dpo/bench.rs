@@ -63,6 +63,8 @@ pub struct BenchSettings {
     pub warmup: usize,
     /// Positions per log-prob chunk (0 = the plain path, whole logits at once).
     pub logprob_chunk: usize,
+    /// Query rows per attention block (0 = plain attention, the whole probabilities kept).
+    pub attention_block: usize,
     /// Reference log-probs precomputed once (true) or a reference forward every step.
     pub precompute_reference: bool,
     /// Storage of the frozen weights (presets count as bf16 checkpoints, as the real models ship).
@@ -176,6 +178,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         (None, None) => return Err(Error::Invalid("give --model DIR or --preset NAME".into())),
     };
     model.config.check_sequence_length(s.seq_len)?;
+    model.attention_block = s.attention_block;
     let load_seconds = started.elapsed().as_secs_f64();
     let settings = LoraSettings::on_every_projection(s.lora_r, 2.0 * s.lora_r as f64, 0.0);
     lora::attach(&mut model, &settings, s.seed, &device);
@@ -293,6 +296,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "seq_len": s.seq_len,
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
+        "attention_block": s.attention_block,
         "precompute_reference": s.precompute_reference,
         "frozen_precision": frozen_dtype.name(),
         "frozen_weight_bytes": precision::frozen_weight_bytes(&model),

@@ -48,6 +48,10 @@ training_config! {
     /// Positions per fused LM-head + log-prob chunk: the whole `[rows, positions, vocab]` logits
     /// are never held, forward or backward (0 = the plain path).
     logprob_chunk: usize = 256,
+    /// Query rows per block of memory-efficient attention: the backward keeps `q`, `k`, `v` and
+    /// recomputes the probabilities a block at a time (0 = keep the whole `[heads, seq, seq]`
+    /// probabilities of every layer, as plain attention does).
+    attention_block: usize = crate::model::causal_lm::DEFAULT_ATTENTION_BLOCK,
     /// Storage of the frozen base weights: `auto` keeps a checkpoint in its own precision (lossless:
     /// bf16/f16, f16 for bf16 on GPUs without bf16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
     /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` for the projections, embeddings and head

@@ -138,6 +138,7 @@ pub fn train(
     let (start, rows) = config.start(resume, "pair", read_pairs)?;
     let device = &start.device;
     let (mut model, _) = CausalLm::load_frozen(&config.model, device, config.frozen_precision)?;
+    model.attention_block = config.attention_block;
     let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(
         "training: {} pairs ({} eval), {} × {} pairs per step, {} loss, β = {}",

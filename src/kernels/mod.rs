@@ -1,4 +1,6 @@
 //! Custom operations, one folder or file per op:
+//! - `attention.rs`: memory-efficient attention (the backward keeps `q`, `k`, `v`, not the
+//!   probabilities, and recomputes them a block of query rows at a time);
 //! - `logprobs/`: the fused, chunked LM head + log-prob (`log p(target)` per position without ever
 //!   holding the whole `[positions, vocab]` logits, forward or backward): a shared chunked driver
 //!   (`rows`), WGSL kernels for the row-wise part on wgpu (`wgsl_rows`, sources in `shaders/`) and
@@ -16,6 +18,7 @@
 //! ops.
 
 pub mod activations;
+pub mod attention;
 mod autodiff;
 mod cpu;
 pub mod logprobs;
@@ -23,6 +26,7 @@ pub mod projection;
 pub mod rms_norm;
 
 pub use activations::{softmax_last, swiglu};
+pub use attention::blocked_attention;
 pub use logprobs::linear_logprobs;
 pub use projection::{frozen_matmul, lora_matmul};
 pub use rms_norm::rms_norm;

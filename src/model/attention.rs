@@ -3,7 +3,9 @@
 //!
 //! GQA without copying K/V: the `g = heads / kv_heads` query heads that share one K/V head are
 //! folded into the sequence axis (`[batch, kv_heads, g·seq, head_dim]`), so one batched matmul per
-//! K/V head serves the whole group.
+//! K/V head serves the whole group. The softmax and the product with V are
+//! `kernels::blocked_attention` (the backward keeps no `[g·seq, keys]` probabilities) unless the
+//! pass asks for the whole probability matrix (`attention_block` 0).
 
 use std::ops::Range;
 
@@ -12,7 +14,7 @@ use burn::prelude::*;
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
-use crate::kernels::softmax_last;
+use crate::kernels::{blocked_attention, softmax_last};
 
 /// Keys and values seen so far by one layer, each `[batch, kv_heads, past, head_dim]`.
 #[derive(Debug, Clone, Default)]
@@ -21,28 +23,35 @@ pub struct LayerCache {
 }
 
 /// What the layers of one kind share in one forward pass: the rotary tables of its positions,
-/// `cos`/`sin` `[1, 1, seq, head_dim]`, and the additive causal mask `[g·seq, past + seq]` (0
-/// where allowed, a large negative where not).
+/// `cos`/`sin` `[1, 1, seq, head_dim]`, the additive causal mask `[g·seq, past + seq]` (0
+/// where allowed, a large negative where not) and the query rows per attention block (0: the
+/// whole probability matrix at once, kept for the backward).
 pub struct Positions {
     pub cos: Tensor<4>,
     pub sin: Tensor<4>,
     pub mask: Tensor<2>,
+    pub attention_block: usize,
 }
 
 impl Positions {
     /// The tables of `rope` for the new positions `new` (those before `new.start` are cached) and
     /// their causal mask with `group` query heads per K/V head, limited to the last `window`
-    /// positions when given.
+    /// positions when given; attention in blocks of `attention_block` query rows.
     pub fn new(
         rope: &Rope,
         new: Range<usize>,
-        group: usize,
-        window: Option<usize>,
+        (group, window): (usize, Option<usize>),
+        attention_block: usize,
         device: &Device,
     ) -> Self {
         let (cos, sin) = rope.tables(new.start, new.len(), device);
         let mask = causal_mask(new, group, window, device);
-        Self { cos, sin, mask }
+        Self {
+            cos,
+            sin,
+            mask,
+            attention_block,
+        }
     }
 }
 
@@ -104,11 +113,16 @@ impl Attention {
         // The scale goes on q [.., g·seq, hd] rather than on the scores [.., g·seq, total]: fewer
         // elements whenever total > hd, forward and backward.
         let q = q.reshape([batch, kvh, group * seq, hd]) * self.scale;
-        let scores = q.matmul(k.swap_dims(2, 3));
-        // [batch, kvh, g·seq, total]
-        let scores = scores + at.mask.clone().reshape([1, 1, group * seq, total]);
-        let probs = softmax_last(scores);
-        let out = probs.matmul(v); // [batch, kvh, g·seq, hd]
+        // [batch, kvh, g·seq, hd]
+        let out = match at.attention_block {
+            0 => {
+                // [batch, kvh, g·seq, total]
+                let scores = q.matmul(k.swap_dims(2, 3))
+                    + at.mask.clone().reshape([1, 1, group * seq, total]);
+                softmax_last(scores).matmul(v)
+            }
+            block => blocked_attention(q, k, v, at.mask.clone(), block),
+        };
         let out = out
             .reshape([batch, h, seq, hd])
             .swap_dims(1, 2)

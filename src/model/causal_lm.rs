@@ -21,7 +21,7 @@ use super::quantized::BlockWeight;
 use super::rope::Rope;
 use crate::error::Result;
 use crate::kernels::projection::blocks::BLOCK;
-use crate::kernels::projection::{BlockOperand, block_matmul};
+use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
 
 /// Per-layer key/value caches plus the number of positions already processed.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,15 @@ pub struct CausalLm {
     pub local_rope: Option<Rope>,
     #[module(skip)]
     pub config: ModelConfig,
+    /// Query rows per block of memory-efficient attention ([`DEFAULT_ATTENTION_BLOCK`]; 0 keeps
+    /// the whole probability matrix for the backward, as plain attention does).
+    #[module(skip)]
+    pub attention_block: usize,
 }
+
+/// Query rows per attention block unless a run sets another: at the SmolLM2 shape a block's
+/// scores are a few megabytes, while the whole matrix kept for the backward is hundreds.
+pub const DEFAULT_ATTENTION_BLOCK: usize = 256;
 
 impl CausalLm {
     /// Loads `DIR/config.json` and its safetensors weights onto `device` (in f32), or a `.gguf`
@@ -193,6 +201,7 @@ impl CausalLm {
             rope,
             local_rope,
             config,
+            attention_block: DEFAULT_ATTENTION_BLOCK,
         })
     }
 
@@ -247,29 +256,36 @@ impl CausalLm {
         device: &Device,
     ) -> Positions {
         match kind {
-            LayerKind::Full => Positions::new(&self.rope, new, group, None, device),
+            LayerKind::Full => {
+                Positions::new(&self.rope, new, (group, None), self.attention_block, device)
+            }
             LayerKind::Sliding { window } => {
                 let rope = self.local_rope.as_ref().unwrap_or(&self.rope);
-                Positions::new(rope, new, group, Some(window), device)
+                let block = self.attention_block;
+                Positions::new(rope, new, (group, Some(window)), block, device)
             }
         }
     }
 
     /// Projects hidden states `[..., hidden]` to logits `[..., vocab]`.
     pub fn lm_head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match (&self.lm_head, &self.embed_tokens) {
-            (Some(head), _) => head.forward(hidden),
-            (None, EmbeddingTable::Dense(table)) => {
-                burn::tensor::module::linear(hidden, table.val().transpose(), None)
+        let table = match (&self.lm_head, &self.embed_tokens) {
+            (Some(head), _) => return head.forward(hidden),
+            (None, EmbeddingTable::Dense(table)) if table.val().is_require_grad() => {
+                return burn::tensor::module::linear(hidden, table.val().transpose(), None);
             }
-            (None, EmbeddingTable::Blocks(table)) => {
-                let mut dims = hidden.dims();
-                let rows = dims[..D - 1].iter().product::<usize>();
-                let logits = block_matmul(hidden.reshape([rows, dims[D - 1]]), &table.operand());
-                dims[D - 1] = logits.dims()[1];
-                logits.reshape(dims)
-            }
-        }
+            (None, table) => table,
+        };
+        let mut dims = hidden.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let hidden = hidden.reshape([rows, dims[D - 1]]);
+        // [rows, vocab]: the frozen table read in place (its transpose is a strided view).
+        let logits = match table {
+            EmbeddingTable::Dense(table) => frozen_matmul(hidden, table.val().transpose()),
+            EmbeddingTable::Blocks(table) => block_matmul(hidden, &table.operand()),
+        };
+        dims[D - 1] = logits.dims()[1];
+        logits.reshape(dims)
     }
 
     /// The LM head as the fused log-prob op reads it (the tied embeddings, or the untied head's
@@ -277,7 +293,9 @@ impl CausalLm {
     pub fn lm_head_weight(&self) -> Option<HeadWeight> {
         match &self.lm_head {
             None => Some(match &self.embed_tokens {
-                EmbeddingTable::Dense(table) => HeadWeight::Dense(table.val().transpose()),
+                EmbeddingTable::Dense(table) => {
+                    HeadWeight::Dense(table.val().cast(FloatDType::F32).transpose())
+                }
                 EmbeddingTable::Blocks(table) => HeadWeight::Blocks(table.operand()),
             }),
             Some(head) if head.bias.is_none() && head.lora.is_none() => Some(match &head.weight {
