@@ -112,6 +112,8 @@ macro_rules! multiversion {
     };
 }
 
+pub(crate) use multiversion;
+
 multiversion! {
     /// `out = silu(gate) · up`.
     fn swiglu_chunk(gate: &[f32], up: &[f32], out: &mut [f32]) {

@@ -13,7 +13,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::blocks::{BLOCK, BlockFormat};
-use super::few_rows;
+use super::few_rows::{self, Widen};
 use super::gemm::{Operand, operand, product_into};
 
 /// f32 values per widened tile (1 MiB).
@@ -155,7 +155,7 @@ pub(super) fn product(
                     for (j, out) in columns.zip(out.chunks_exact_mut(m)) {
                         weight.widen_row(j, &mut row);
                         for (r, o) in out.iter_mut().enumerate() {
-                            *o = few_rows::dot(&x[r * d_in..(r + 1) * d_in], &row);
+                            *o = f32::dot(&x[r * d_in..(r + 1) * d_in], &row);
                         }
                     }
                 });

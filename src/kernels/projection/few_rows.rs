@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::gemm;
+use crate::kernels::cpu::multiversion;
 
 /// The most rows that take this path (beyond it the weight is reused enough for `gemm`).
 pub const MAX_ROWS: usize = 4;
@@ -26,32 +27,53 @@ const COLUMNS_PER_TILE: usize = 2048;
 /// Output columns per task of a transposed or block weight (one dot product of `k` each).
 const COLUMNS_PER_TASK: usize = 64;
 
-/// A stored weight element widened to f32.
+/// A stored weight element widened to f32, and the two inner loops over such weights, compiled
+/// for the CPU's widest vectors (`kernels::cpu::multiversion`).
 pub(super) trait Widen: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
+    /// `Σ x[i]·w[i]`.
+    fn dot(x: &[f32], w: &[Self]) -> f32;
+    /// `acc[i] += a·w[i]`.
+    fn add_scaled(a: f32, w: &[Self], acc: &mut [f32]);
 }
 
-impl Widen for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
+/// Implements [`Widen`] for `$t` with `$widen`, its loops multiversioned as `$dot` and `$add`.
+macro_rules! widen {
+    ($t:ty, $dot:ident, $add:ident, |$v:ident| $widen:expr) => {
+        multiversion! {
+            fn $dot(x: &[f32], w: &[$t]) -> f32 {
+                dot_widened(x, w)
+            }
+        }
+        multiversion! {
+            fn $add(a: f32, w: &[$t], acc: &mut [f32]) {
+                for (o, &v) in acc.iter_mut().zip(w) {
+                    *o += a * v.widen();
+                }
+            }
+        }
+        impl Widen for $t {
+            #[inline(always)]
+            fn widen(self) -> f32 {
+                let $v = self;
+                $widen
+            }
+            fn dot(x: &[f32], w: &[Self]) -> f32 {
+                $dot(x, w)
+            }
+            fn add_scaled(a: f32, w: &[Self], acc: &mut [f32]) {
+                $add(a, w, acc)
+            }
+        }
+    };
 }
 
-impl Widen for bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        // Exact, and a shift the compiler vectorises (half's `to_f32` branches on NaN).
-        f32::from_bits(u32::from(self.to_bits()) << 16)
-    }
-}
-
-impl Widen for f16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
+widen!(f32, dot_f32, add_scaled_f32, |v| v);
+// Exact, and a shift the compiler vectorises (half's `to_f32` branches on NaN).
+widen!(bf16, dot_bf16, add_scaled_bf16, |v| f32::from_bits(
+    u32::from(v.to_bits()) << 16
+));
+widen!(f16, dot_f16, add_scaled_f16, |v| v.to_f32());
 
 /// `x · weight` `[m, n]` (plus `u · v` when given), for `x` `[m ≤ MAX_ROWS, k]` in f32 and a 2-D
 /// f32/bf16/f16 `weight` `[k, n]` stored row-major or as the transposed view of a row-major
@@ -138,10 +160,7 @@ fn rows_times_matrix<T: Widen>(x: &[f32], m: usize, w: &[T], k: usize, n: usize)
             for kk in k0..k1 {
                 let row = &w[kk * n + c0..kk * n + c0 + width];
                 for (r, acc) in acc.chunks_exact_mut(width).enumerate() {
-                    let xv = x[r * k + kk];
-                    for (a, &wv) in acc.iter_mut().zip(row) {
-                        *a += xv * wv.widen();
-                    }
+                    T::add_scaled(x[r * k + kk], row, acc);
                 }
             }
             acc
@@ -168,7 +187,7 @@ fn rows_dot_rows<T: Widen>(x: &[f32], m: usize, w: &[T], k: usize, n: usize) -> 
         for (j, out) in columns.zip(out.chunks_exact_mut(m)) {
             let row = &w[j * k..(j + 1) * k];
             for (r, o) in out.iter_mut().enumerate() {
-                *o = dot(&x[r * k..(r + 1) * k], row);
+                *o = T::dot(&x[r * k..(r + 1) * k], row);
             }
         }
     })
@@ -202,8 +221,8 @@ pub(super) fn by_output_columns(
 }
 
 /// `Σ x[i]·w[i]` in 16 interleaved partial sums (independent lanes the compiler vectorises).
-#[inline]
-pub(super) fn dot<T: Widen>(x: &[f32], w: &[T]) -> f32 {
+#[inline(always)]
+fn dot_widened<T: Widen>(x: &[f32], w: &[T]) -> f32 {
     const LANES: usize = 16;
     let mut sums = [0.0f32; LANES];
     let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
