@@ -113,6 +113,51 @@ fn logits_match_transformers_on_cpu() {
     }
 }
 
+/// Decoding one token at a time with the KV cache (products of one row: the few-row kernels
+/// reading bf16 weights and the bf16 tied table in place, attention over cached keys with the
+/// sliding windows of Gemma 3's local layers) gives the logits the whole sequence gives at once
+/// (`gemm` on widened weights), for the same bf16 weights.
+#[test]
+fn cached_decoding_in_half_precision_matches_the_whole_sequence() {
+    let device = Device::flex();
+    for name in MODELS {
+        let precision = minordpo::model::precision::FrozenPrecision::Bf16;
+        let (model, _) = CausalLm::load_for_decoding(&model_dir(name), &device, precision).unwrap();
+        let (_, ids) = expected_tensor(name, "input_ids_3"); // 40 tokens, past every window
+        let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
+        let whole = common::logits(&model, &ids, &device);
+        let vocab = whole.len() / ids.len();
+        let prefill = 8;
+        let mut cache = minordpo::model::KvCache::default();
+        let mut worst = 0.0f32;
+        for at in prefill..=ids.len() {
+            let new = if at == prefill {
+                &ids[..at]
+            } else {
+                &ids[at - 1..at]
+            };
+            let tokens =
+                Tensor::<2, Int>::from_data(TensorData::new(new.to_vec(), [1, new.len()]), &device);
+            let logits: Vec<f32> = model
+                .forward(tokens, Some(&mut cache))
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap();
+            let last = &logits[logits.len() - vocab..];
+            let want = &whole[(at - 1) * vocab..at * vocab];
+            for (g, w) in last.iter().zip(want) {
+                worst = worst.max((g - w).abs());
+            }
+        }
+        eprintln!("{name}: max |Δlogit| cached vs whole = {worst:.2e}");
+        assert!(
+            worst <= 1e-4,
+            "{name}: cached decoding differs by {worst:e}"
+        );
+    }
+}
+
 #[test]
 #[allow(deprecated)]
 fn logits_match_transformers_on_ndarray() {

@@ -9,9 +9,8 @@ use crate::generate::sampling::Sampling;
 use crate::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
 use crate::model::CausalLm;
 use crate::model::lora;
-use crate::model::precision::{FrozenPrecision, Storage};
+use crate::model::precision::FrozenPrecision;
 use crate::tokenizer::{Message, Tokenizer};
-use burn::tensor::FloatDType;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "chat"])))]
@@ -65,10 +64,7 @@ pub fn run(choice: DeviceChoice, args: GenerateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let tokenizer = Tokenizer::load(&model_dir)?;
     let (mut model, storage) =
-        CausalLm::load_frozen(&model_dir, &selected.device, args.frozen_precision)?;
-    if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
-        model.embed_tokens = model.embed_tokens.narrowed(half);
-    }
+        CausalLm::load_for_decoding(&model_dir, &selected.device, args.frozen_precision)?;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, &selected.device)?;
     }

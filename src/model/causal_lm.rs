@@ -89,6 +89,22 @@ impl CausalLm {
         Ok((model, frozen))
     }
 
+    /// [`Self::load_frozen`] for decoding: a tied embedding table of a half-precision model is
+    /// stored in that precision too (the head is each decoding step's largest product, and
+    /// `frozen_matmul` reads it in place), which training cannot do (the fused log-prob op reads
+    /// the head in f32).
+    pub fn load_for_decoding(
+        dir: &Path,
+        device: &Device,
+        precision: FrozenPrecision,
+    ) -> Result<(Self, Storage)> {
+        let (mut model, storage) = Self::load_frozen(dir, device, precision)?;
+        if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
+            model.embed_tokens = model.embed_tokens.narrowed(half);
+        }
+        Ok((model, storage))
+    }
+
     /// A model of `config` with random weights (uniform, std 0.02; unit norm scales, zero biases) and
     /// its projections stored in `frozen`: a real model's shape without its download, for
     /// benchmarks.
