@@ -113,6 +113,33 @@ fn logits_match_transformers_on_cpu() {
     }
 }
 
+/// Attention in blocks of a few query rows (many blocks, a partial last one) gives the logits of
+/// plain attention on every fixture architecture (GQA, sliding windows, q/k norms).
+#[test]
+fn blocked_attention_logits_equal_plain_attention() {
+    let device = Device::flex();
+    for name in MODELS {
+        let mut model = CausalLm::load(&model_dir(name), &device).unwrap();
+        let (_, ids) = expected_tensor(name, "input_ids_3");
+        let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
+        model.attention_block = 0;
+        let plain = common::logits(&model, &ids, &device);
+        for block in [1, 3, 7, 64] {
+            model.attention_block = block;
+            let blocked = common::logits(&model, &ids, &device);
+            let worst = plain
+                .iter()
+                .zip(&blocked)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-5,
+                "{name}, block {block}: max |Δlogit| {worst:e}"
+            );
+        }
+    }
+}
+
 /// Decoding one token at a time with the KV cache (products of one row: the few-row kernels
 /// reading bf16 weights and the bf16 tied table in place, attention over cached keys with the
 /// sliding windows of Gemma 3's local layers) gives the logits the whole sequence gives at once

@@ -246,37 +246,44 @@ mod tests {
     /// Values and the gradients of `q`, `k` and `v` against `softmax_last(q·kᵀ + mask)·v`, under
     /// a random output cotangent, for blocks that divide the rows, blocks that do not, and one
     /// block for all rows; queries after cached keys (rows < keys) as in decoding; and the
-    /// untracked forward on the backend itself.
+    /// untracked forward on the backend itself. As in the model, `q`, `k`, `v` are transposed
+    /// views of `[batch, seq, heads, d]` tensors and the output is transposed back, so the op sees
+    /// strided inputs and a strided output gradient.
     fn check_against_whole_matrix(device: &Device) {
         let device = device.clone().autodiff();
         let (batch, heads, rows, keys, d) = (2, 3, 13, 17, 8);
-        let q = random([batch, heads, rows, d], &device);
-        let k = random([batch, heads, keys, d], &device);
-        let v = random([batch, heads, keys, d], &device);
+        let q_leaf = random([batch, rows, heads, d], &device);
+        let k_leaf = random([batch, keys, heads, d], &device);
+        let v_leaf = random([batch, keys, heads, d], &device);
+        // Fresh views for every backward (each consumes its graph).
+        let views = || [&q_leaf, &k_leaf, &v_leaf].map(|t| t.clone().swap_dims(1, 2));
         let mask = windowed_causal_mask(rows, keys, &device);
         let cot = Tensor::<4>::random(
-            [batch, heads, rows, d],
+            [batch, rows, heads, d],
             Distribution::Normal(0.0, 1.0),
             &device,
         );
+        let loss = |out: Tensor<4>| (out.swap_dims(1, 2) * cot.clone()).sum();
 
-        let scores =
-            q.clone().matmul(k.clone().swap_dims(2, 3)) + mask.clone().reshape([1, 1, rows, keys]);
-        let plain = softmax_last(scores).matmul(v.clone());
-        let plain_grads = (plain.clone() * cot.clone()).sum().backward();
-        for block in [4, 5, 13, 64] {
-            let out = blocked_attention(q.clone(), k.clone(), v.clone(), mask.clone(), block);
-            let grads = (out.clone() * cot.clone()).sum().backward();
+        let [q, k, v] = views();
+        let scores = q.matmul(k.swap_dims(2, 3)) + mask.clone().reshape([1, 1, rows, keys]);
+        let plain = softmax_last(scores).matmul(v);
+        let plain_grads = loss(plain.clone()).backward();
+        for block in [1, 2, 3, 4, 5, 13, 64] {
+            let [q, k, v] = views();
+            let out = blocked_attention(q, k, v, mask.clone(), block);
+            let grads = loss(out.clone()).backward();
             let e = max_rel_err(out.inner(), plain.clone().inner());
             assert!(e <= 1e-5, "block {block}: values {e}");
-            for (name, t) in [("q", &q), ("k", &k), ("v", &v)] {
+            for (name, t) in [("q", &q_leaf), ("k", &k_leaf), ("v", &v_leaf)] {
                 let e = max_rel_err(t.grad(&grads).unwrap(), t.grad(&plain_grads).unwrap());
                 assert!(e <= 1e-5, "block {block}: ∂{name} {e}");
             }
         }
 
         // Without autodiff (decoding, evaluation) it is the same forward.
-        let out = blocked_attention(q.inner(), k.inner(), v.inner(), mask.inner(), 5);
+        let [q, k, v] = views().map(|t| t.inner());
+        let out = blocked_attention(q, k, v, mask.inner(), 5);
         assert!(max_rel_err(out, plain.inner()) <= 1e-5);
     }
 
