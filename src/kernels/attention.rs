@@ -31,7 +31,7 @@ use burn::prelude::*;
 use burn::tensor::Slice;
 
 use super::activations::{LeanActivationGradOps, LeanActivationOps};
-use super::autodiff;
+use super::{autodiff, chunk_ranges};
 
 /// The operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
@@ -68,14 +68,6 @@ pub fn blocked_attention(
     ))
 }
 
-/// The row ranges of the blocks of `rows` query rows.
-fn blocks(rows: usize, block: usize) -> impl Iterator<Item = (usize, usize)> {
-    let block = block.max(1);
-    (0..rows)
-        .step_by(block)
-        .map(move |start| (start, (start + block).min(rows)))
-}
-
 /// Rows `start..end` (the third axis) of a `[batch, heads, rows, _]` tensor.
 fn rows<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
     let all = Slice::from(..);
@@ -105,7 +97,7 @@ fn forward<B: LeanActivationOps>(
     block: usize,
 ) -> FloatTensor<B> {
     let kt = B::float_swap_dims(k, 2, 3);
-    let outs = blocks(q.shape()[2], block)
+    let outs = chunk_ranges(q.shape()[2], block)
         .map(|range| {
             let probs = B::softmax_last(block_scores::<B>(&q, &kt, &mask, range));
             B::float_matmul(probs, v.clone())
@@ -138,7 +130,7 @@ fn gradients<B: LeanActivationOps + LeanActivationGradOps>(
             None => part,
         });
     };
-    for range @ (start, end) in blocks(q.shape()[2], block) {
+    for range @ (start, end) in chunk_ranges(q.shape()[2], block) {
         // [batch, heads, block, keys]
         let probs = B::softmax_last(block_scores::<B>(&q, &kt, &mask, range));
         let grad_b = rows::<B>(&grad, start, end);

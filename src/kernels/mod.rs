@@ -31,6 +31,15 @@ pub use logprobs::linear_logprobs;
 pub use projection::{frozen_matmul, lora_matmul};
 pub use rms_norm::rms_norm;
 
+/// The `(start, end)` ranges of `rows` rows taken `chunk` at a time (at least one per chunk): the
+/// chunks of the log-prob op and the query blocks of attention.
+pub(crate) fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    let chunk = chunk.max(1);
+    (0..rows)
+        .step_by(chunk)
+        .map(move |start| (start, (start + chunk).min(rows)))
+}
+
 /// The largest elementwise difference between `actual` and `expected`, relative to the largest
 /// magnitude in `expected`: the kernel tests' measure against plain tensor ops.
 #[cfg(test)]

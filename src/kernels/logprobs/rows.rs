@@ -10,14 +10,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::prelude::*;
 use burn::tensor::{FloatDType, IndexingUpdateOp, Slice};
 
+use crate::kernels::chunk_ranges;
 use crate::kernels::projection::ProjectionOps;
-
-/// The row ranges of the chunks.
-fn chunk_ranges(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..rows)
-        .step_by(chunk.max(1))
-        .map(move |start| (start, (start + chunk.max(1)).min(rows)))
-}
 
 /// Rows `start..end` of a float tensor (2-D: whole rows; 1-D: the elements).
 fn row_slice<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
