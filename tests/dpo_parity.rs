@@ -1,33 +1,53 @@
 //! Preference evaluation parity with TRL + PEFT (fixtures from
 //! `tests/fixtures/make_dpo_fixtures.py`): TRL's tokenization (ids exact), per-example log-probs of
 //! base + PEFT adapter and of the base (≤ 1e-3), per-example losses and summary metrics (≤ 1e-4),
-//! a PEFT adapter round trip, and the B = 0 invariant (DPO loss = ln 2 exactly).
+//! a PEFT adapter round trip, and the B = 0 invariant (DPO loss = ln 2 exactly); the pair layouts
+//! (shared prompts, packed rows), attention in short spans and recomputed layers against the two
+//! padded rows per pair, gradients included.
 
 mod common;
 
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use minordpo::data::TokenizedPair;
+use minordpo::data::{PairLayout, TokenizedPair, make_batch};
 use minordpo::data::{load_preferences, tokenize_rows};
 use minordpo::dpo::eval::{PairScoring, evaluate};
 use minordpo::dpo::loss::{LossKind, LossParams};
 use minordpo::dpo::metrics::PairStats;
+use minordpo::dpo::step::{Reference, score_pairs};
 use minordpo::model::CausalLm;
 use minordpo::model::lora::{self, LoraSettings};
 use minordpo::model::precision::{self, FrozenPrecision};
 use minordpo::tokenizer::Tokenizer;
 use serde_json::Value;
 
-use common::{logits, model_dir};
+use common::{MODELS, logits, model_dir};
 
-/// Evaluates `pairs` in batches of `batch_size` with `kind`, the LM head fused in chunks of
-/// `chunk` positions (0 = whole logits).
+/// The pair layouts every parity check runs: TRL's two padded rows per pair, each pair as one
+/// `[prompt | chosen | rejected]` sequence, and those packed several to a row.
+const LAYOUTS: [PairLayout; 3] = [
+    PairLayout {
+        share_prompt: false,
+        max_tokens_per_batch: 0,
+    },
+    PairLayout {
+        share_prompt: true,
+        max_tokens_per_batch: 0,
+    },
+    PairLayout {
+        share_prompt: true,
+        max_tokens_per_batch: 96,
+    },
+];
+
+/// Evaluates `pairs` in batches of `batch_size` laid out as `layout` with `kind`, the LM head
+/// fused in chunks of `chunk` positions (0 = whole logits).
 fn eval_pairs(
     model: &CausalLm,
     pairs: &[TokenizedPair],
     kind: LossKind,
-    batch_size: usize,
+    (batch_size, layout): (usize, PairLayout),
     chunk: usize,
 ) -> PairStats {
     let settings = PairScoring {
@@ -35,6 +55,7 @@ fn eval_pairs(
         batch_size,
         pad_id: 0,
         logprob_chunk: chunk,
+        layout,
     };
     evaluate(model, pairs, &settings, &Device::flex())
 }
@@ -103,15 +124,21 @@ fn check(model_name: &str, data: &str) {
     )
     .unwrap();
     // The plain path (whole logits) and the fused, chunked LM head (chunks of 4 positions, so
-    // every sequence spans several chunks) must both match TRL.
-    for (chunk, (kind, name)) in [0, 4].into_iter().flat_map(|c| KINDS.map(|k| (c, k))) {
-        let stats = eval_pairs(&model, &pairs, kind, 3, chunk);
+    // every sequence spans several chunks), in every pair layout, must all match TRL.
+    let paths = [
+        (0, LAYOUTS[0]),
+        (4, LAYOUTS[0]),
+        (4, LAYOUTS[1]),
+        (0, LAYOUTS[2]),
+    ];
+    for ((chunk, layout), (kind, name)) in paths.into_iter().flat_map(|p| KINDS.map(|k| (p, k))) {
+        let stats = eval_pairs(&model, &pairs, kind, (3, layout), chunk);
         for (i, ex) in examples.iter().enumerate() {
             let close = |got: f64, key: &str, tol: f64| {
                 let want = ex[key].as_f64().unwrap();
                 assert!(
                     (got - want).abs() <= tol,
-                    "{model_name} {data} #{i} {key}: {got} vs {want}"
+                    "{model_name} {data} {layout:?} #{i} {key}: {got} vs {want}"
                 );
             };
             close(stats.policy_chosen[i], "policy_chosen_logps", 1e-3);
@@ -187,7 +214,7 @@ fn narrow_frozen_weights_stay_close_to_trl() {
         lora::load_peft(&mut model, &dpo_dir().join("qwen2_adapter"), &device).unwrap();
         let bytes = precision::projection_weight_bytes(&model);
         assert_eq!(32 * bytes, bytes_in_32ths * f32_bytes, "{name}");
-        let stats = eval_pairs(&model, &pairs, LossKind::MinorDpo, 3, 4);
+        let stats = eval_pairs(&model, &pairs, LossKind::MinorDpo, (3, LAYOUTS[1]), 4);
         let mut worst = 0.0f64;
         for (i, ex) in expected["examples"].as_array().unwrap().iter().enumerate() {
             for (got, key) in [
@@ -253,7 +280,7 @@ fn fresh_adapters_give_exactly_ln2() {
     let tokenizer = Tokenizer::load(&dir).unwrap();
     let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
     let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
-    let stats = eval_pairs(&model, &pairs, LossKind::Sigmoid, 2, 0);
+    let stats = eval_pairs(&model, &pairs, LossKind::Sigmoid, (2, LAYOUTS[2]), 0);
     for loss in &stats.loss {
         assert_eq!(*loss as f32, std::f32::consts::LN_2);
     }
@@ -378,6 +405,7 @@ fn evaluation_applies_no_lora_dropout() {
         batch_size: 2,
         pad_id: 0,
         logprob_chunk: 0,
+        layout: LAYOUTS[2],
     };
     let first = evaluate(&model, &pairs, &settings, &device);
     let second = evaluate(&model, &pairs, &settings, &device);
@@ -387,4 +415,98 @@ fn evaluation_applies_no_lora_dropout() {
         first.policy_chosen, first.reference_chosen,
         "the adapter is on"
     );
+}
+
+/// Per-pair losses and every adapter factor's gradient (A then B, layer by layer) of one DPO
+/// micro-batch with a live reference, laid out as `layout`.
+fn losses_and_gradients(
+    model: &CausalLm,
+    pairs: &[&TokenizedPair],
+    layout: PairLayout,
+) -> (Vec<f32>, Vec<f32>) {
+    let device = Device::flex().autodiff();
+    let batch = make_batch(pairs, 0, layout, &device);
+    let scored = score_pairs(
+        model,
+        &batch,
+        Reference::Live,
+        &params(LossKind::Sigmoid),
+        4,
+    );
+    let losses = scored
+        .losses
+        .clone()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let grads = scored.losses.sum().backward();
+    let mut all = Vec::new();
+    for (_, linear) in model.projections() {
+        let lora = linear.lora.as_ref().unwrap();
+        for factor in [&lora.a, &lora.b] {
+            let grad = factor
+                .val()
+                .grad(&grads)
+                .expect("every adapter gets a gradient");
+            all.extend(grad.into_data().try_into_vec::<f32>().unwrap());
+        }
+    }
+    (losses, all)
+}
+
+/// On every fixture architecture (GQA, Qwen3's q/k norms, Gemma 3's sliding window of 6 over
+/// 30-token pairs): each pair as one `[prompt | chosen | rejected]` sequence, pairs packed several
+/// to a row, attention in spans of one to a few queries, and every decoder layer recomputed in the
+/// backward all give the losses (≤ 1e-5) and adapter gradients (≤ 1e-4 of the largest) of TRL's
+/// two padded rows per pair with the whole attention matrix.
+#[test]
+fn layouts_and_recomputed_layers_give_the_same_gradients() {
+    for name in MODELS {
+        let dir = model_dir(name);
+        let tokenizer = Tokenizer::load(&dir).unwrap();
+        let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
+        let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+        let pairs: Vec<&TokenizedPair> = pairs.iter().take(4).collect();
+        let device = Device::flex().autodiff();
+        let mut model = CausalLm::load(&dir, &device).unwrap();
+        lora::attach(
+            &mut model,
+            &LoraSettings::on_every_projection(4, 8.0, 0.0),
+            5,
+            &device,
+        );
+        // A nonzero B, so that A gets a gradient too.
+        for (_, linear) in model.projections_mut() {
+            let lora = linear.lora.as_mut().unwrap();
+            let b = lora.b.val().ones_like() * 0.05;
+            lora.b = burn::module::Param::from_tensor(b);
+        }
+        model.attention_block = 0;
+        let (losses, grads) = losses_and_gradients(&model, &pairs, LAYOUTS[0]);
+        let scale = grads.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        assert!(scale > 0.0, "{name}: the gradients are not all zero");
+        for (layout, block, recompute) in [
+            (LAYOUTS[0], 3, false),
+            (LAYOUTS[1], 3, false),
+            (LAYOUTS[2], 5, false),
+            (LAYOUTS[0], 0, true),
+            (LAYOUTS[2], 3, true),
+        ] {
+            model.attention_block = block;
+            model.gradient_checkpointing = recompute;
+            let what = format!("{name} {layout:?} block {block} recompute {recompute}");
+            let (l, g) = losses_and_gradients(&model, &pairs, layout);
+            for (a, b) in l.iter().zip(&losses) {
+                assert!((a - b).abs() <= 1e-5, "{what}: loss {a} vs {b}");
+            }
+            let err = g
+                .iter()
+                .zip(&grads)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{what}: gradient error {err} of {scale}"
+            );
+        }
+    }
 }

@@ -36,6 +36,16 @@ pub struct BenchArgs {
     /// probability matrix kept for the backward).
     #[arg(long, default_value_t = TrainConfig::default().attention_block)]
     attention_block: usize,
+    /// Each pair as one sequence `[prompt | chosen | rejected]`, its prompt computed once (false:
+    /// two padded rows per pair).
+    #[arg(long, default_value_t = TrainConfig::default().share_prompt, action = clap::ArgAction::Set)]
+    share_prompt: bool,
+    /// Pack the sequences into rows of at most this many tokens (0: one row per sequence).
+    #[arg(long, default_value_t = TrainConfig::default().max_tokens_per_batch)]
+    max_tokens_per_batch: usize,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Run the reference forward every step instead of precomputing it once.
     #[arg(long)]
     live_reference: bool,
@@ -64,6 +74,11 @@ pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         logprob_chunk: args.logprob_chunk,
         attention_block: args.attention_block,
+        layout: crate::data::PairLayout {
+            share_prompt: args.share_prompt,
+            max_tokens_per_batch: args.max_tokens_per_batch,
+        },
+        gradient_checkpointing: args.gradient_checkpointing,
         precompute_reference: !args.live_reference,
         frozen_precision: args.frozen_precision,
         lora_r: args.lora_r,

@@ -83,6 +83,7 @@ pub fn run(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         pad_id: tokenizer.pad_id(),
         logprob_chunk: defaults().logprob_chunk,
+        layout: defaults().pair_layout(),
     };
     let stats = evaluate(&model, &pairs, &settings, device);
     let mut summary: serde_json::Map<String, serde_json::Value> = stats

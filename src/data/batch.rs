@@ -1,26 +1,53 @@
-//! Packs tokenized pairs into one right-padded forward batch of `2B` rows: the `B` chosen
-//! sequences, then the `B` rejected ones, with a mask over the completion labels.
+//! Lays a micro-batch of tokenized pairs out as rows for one forward pass, and lists the
+//! completion labels to score: for each, the position that predicts it, the token, and which of
+//! the `2B` sequences (the `B` chosen, then the `B` rejected) it belongs to.
+//!
+//! - Plain: `2B` right-padded rows `[prompt | chosen]`, `[prompt | rejected]`, each a sequence
+//!   from position 0 (what TRL runs).
+//! - `share_prompt`: one segment per pair, `[prompt | chosen | rejected]`, the prompt computed
+//!   once; the rejected tokens restart at the position after the prompt and do not see the
+//!   chosen ones (`model::layout`). Both completions' first tokens are predicted by the prompt's
+//!   last position.
+//! - `max_tokens_per_batch` > 0: the segments (pairs, or single sequences) are packed into rows
+//!   of at most that many tokens, first fit by decreasing length, so no compute goes to padding
+//!   between them; a longer segment gets a row of its own.
+
+use std::sync::Arc;
 
 use burn::prelude::*;
 
 use crate::data::tokenize::TokenizedPair;
+use crate::model::layout::PackedRows;
 
-/// A padded batch ready for the model.
+/// How a micro-batch's pairs are laid out in rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PairLayout {
+    /// Each pair as one segment `[prompt | chosen | rejected]`, its prompt computed once.
+    pub share_prompt: bool,
+    /// Pack segments into rows of at most this many tokens (0: one segment per row, padded).
+    pub max_tokens_per_batch: usize,
+}
+
+/// A micro-batch ready for the model.
 #[derive(Debug, Clone)]
 pub struct PairBatch {
-    /// `[2B, T]`: rows `0..B` chosen, `B..2B` rejected.
+    /// `[rows, T]`
     pub tokens: Tensor<2, Int>,
-    /// `[2B, T−1]`: 1 where label `t+1` is a completion token (predicted from position `t`).
-    pub completion_mask: Tensor<2>,
+    /// The rows' layout when they are not one sequence each from position 0.
+    pub packed: Option<Arc<PackedRows>>,
+    /// `[N]`: for each completion label, the flat index (`row · T + position`) of the position
+    /// that predicts it.
+    pub label_positions: Tensor<1, Int>,
+    /// `[N]`: the label tokens.
+    pub labels: Tensor<1, Int>,
+    /// `[N]`: the sequence each label belongs to (`0..B` chosen, `B..2B` rejected).
+    pub label_owners: Tensor<1, Int>,
     /// Completion lengths `[2B]` (as floats, for IPO and RPO).
     pub completion_len: Tensor<1>,
-    /// Non-padding tokens in the batch.
+    /// The pairs' tokens counted as two sequences each, whatever the layout (TRL's count).
     pub num_tokens: usize,
     /// Number of pairs `B`.
     pub pairs: usize,
-    /// First label position any row needs (shortest prompt − 1): positions before it are prompt
-    /// everywhere, so the LM head can skip them.
-    pub first_label: usize,
 }
 
 /// Sequence lengths are rounded up to a multiple of this on GPUs, so that batches of slightly
@@ -38,9 +65,9 @@ pub fn bucketed_len(len: usize, device: &Device) -> usize {
 }
 
 impl PairBatch {
-    /// Splits a per-row tensor `[2B]` into (chosen `[B]`, rejected `[B]`). With [`make_batch`]
-    /// and [`PairBatch::join_rows`] this is where the layout (the B chosen rows, then the B
-    /// rejected rows) lives.
+    /// Splits a per-sequence tensor `[2B]` into (chosen `[B]`, rejected `[B]`). With
+    /// [`PairBatch::join_rows`] and the label owners this is where the order of the sequences
+    /// (the B chosen, then the B rejected) lives.
     pub fn split_rows(&self, rows: Tensor<1>) -> (Tensor<1>, Tensor<1>) {
         (
             rows.clone().narrow(0, 0, self.pairs),
@@ -48,7 +75,7 @@ impl PairBatch {
         )
     }
 
-    /// A per-row tensor `[2B]` from per-pair `(chosen, rejected)` values.
+    /// A per-sequence tensor `[2B]` from per-pair `(chosen, rejected)` values.
     pub fn join_rows(values: &[(f64, f64)], device: &Device) -> Tensor<1> {
         let rows: Vec<f32> = values
             .iter()
@@ -62,60 +89,148 @@ impl PairBatch {
     pub fn without_autodiff(&self) -> Self {
         Self {
             tokens: self.tokens.clone().without_autodiff(),
-            completion_mask: self.completion_mask.clone().without_autodiff(),
+            packed: self.packed.clone(),
+            label_positions: self.label_positions.clone().without_autodiff(),
+            labels: self.labels.clone().without_autodiff(),
+            label_owners: self.label_owners.clone().without_autodiff(),
             completion_len: self.completion_len.clone().without_autodiff(),
             ..*self
         }
     }
 }
 
-/// Builds a batch padded to its longest row with `pad_id` (rounded up to a bucket on GPUs).
-pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> PairBatch {
-    let b = pairs.len();
-    // The chosen rows first, then the rejected ones (see `PairBatch::split_rows`).
-    let seqs: Vec<(&[u32], &[u32])> = pairs
-        .iter()
-        .map(|p| (p.prompt.as_slice(), p.chosen.as_slice()))
-        .chain(
-            pairs
-                .iter()
-                .map(|p| (p.prompt.as_slice(), p.rejected.as_slice())),
-        )
-        .collect();
-    let t = seqs
-        .iter()
-        .map(|(p, c)| p.len() + c.len())
-        .max()
-        .unwrap_or(2)
-        .max(2);
-    let t = bucketed_len(t, device);
-    let mut tokens = vec![i64::from(pad_id); 2 * b * t];
-    let mut mask = vec![0.0f32; 2 * b * (t - 1)];
-    let mut lens = Vec::with_capacity(2 * b);
-    let mut num_tokens = 0;
-    for (row, (prompt, completion)) in seqs.iter().enumerate() {
-        for (i, &id) in prompt.iter().chain(completion.iter()).enumerate() {
-            tokens[row * t + i] = i64::from(id);
-        }
-        // Label j is token j+1: completion tokens sit at [P, P+C), so j runs over [P−1, P+C−1)
-        // (with no prompt, the first token has no prediction).
-        for j in prompt.len().saturating_sub(1)..prompt.len() + completion.len() - 1 {
-            mask[row * (t - 1) + j] = 1.0;
-        }
-        lens.push(completion.len() as f32);
-        num_tokens += prompt.len() + completion.len();
+/// One segment of a row: `prefix` tokens, then one or two branches, each with the sequence
+/// (`0..2B`) its labels belong to.
+struct Segment<'a> {
+    prefix: &'a [u32],
+    branches: Vec<(&'a [u32], usize)>,
+}
+
+impl Segment<'_> {
+    fn len(&self) -> usize {
+        self.prefix.len() + self.branches.iter().map(|b| b.0.len()).sum::<usize>()
     }
-    PairBatch {
-        tokens: Tensor::from_data(TensorData::new(tokens, [2 * b, t]), device),
-        completion_mask: Tensor::from_data(TensorData::new(mask, [2 * b, t - 1]), device),
-        completion_len: Tensor::from_data(TensorData::new(lens, [2 * b]), device),
-        num_tokens,
-        pairs: b,
-        first_label: seqs
+}
+
+/// The segments of `pairs`: one per pair with a shared prompt, else the chosen sequences then the
+/// rejected ones.
+fn segments<'a>(pairs: &[&'a TokenizedPair], share_prompt: bool) -> Vec<Segment<'a>> {
+    let b = pairs.len();
+    if share_prompt {
+        return pairs
             .iter()
-            .map(|(p, _)| p.len().saturating_sub(1))
-            .min()
-            .unwrap_or(0),
+            .enumerate()
+            .map(|(i, p)| Segment {
+                prefix: &p.prompt,
+                branches: vec![(&p.chosen, i), (&p.rejected, b + i)],
+            })
+            .collect();
+    }
+    let single = |(i, p): (usize, &&'a TokenizedPair), completion: &'a [u32]| Segment {
+        prefix: &p.prompt,
+        branches: vec![(completion, i)],
+    };
+    let chosen = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| single((i, p), &p.chosen));
+    let rejected = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| single((b + i, p), &p.rejected));
+    chosen.chain(rejected).collect()
+}
+
+/// `(row, start)` of each segment: one row each, or packed first fit by decreasing length into
+/// rows of at most `budget` tokens.
+fn assign_rows(lens: &[usize], budget: usize) -> Vec<(usize, usize)> {
+    if budget == 0 {
+        return (0..lens.len()).map(|i| (i, 0)).collect();
+    }
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut fill: Vec<usize> = Vec::new();
+    let mut at = vec![(0, 0); lens.len()];
+    for i in order {
+        let row = match fill.iter().position(|&f| f + lens[i] <= budget) {
+            Some(row) => row,
+            None => {
+                fill.push(0);
+                fill.len() - 1
+            }
+        };
+        at[i] = (row, fill[row]);
+        fill[row] += lens[i];
+    }
+    at
+}
+
+/// Lays `pairs` out as `layout` says, padding with `pad_id` (row lengths rounded up to a bucket
+/// on GPUs).
+pub fn make_batch(
+    pairs: &[&TokenizedPair],
+    pad_id: u32,
+    layout: PairLayout,
+    device: &Device,
+) -> PairBatch {
+    let segments = segments(pairs, layout.share_prompt);
+    let lens: Vec<usize> = segments.iter().map(Segment::len).collect();
+    let at = assign_rows(&lens, layout.max_tokens_per_batch);
+    let rows = at.iter().map(|a| a.0 + 1).max().unwrap_or(1);
+    let mut fill = vec![0; rows];
+    for (&(row, start), len) in at.iter().zip(&lens) {
+        fill[row] = fill[row].max(start + len);
+    }
+    let t = bucketed_len(fill.iter().copied().max().unwrap_or(2).max(2), device);
+
+    let plain = !layout.share_prompt && layout.max_tokens_per_batch == 0;
+    let mut packed = (!plain).then(|| PackedRows::new(rows, t));
+    let mut tokens = vec![i64::from(pad_id); rows * t];
+    let (mut label_positions, mut labels, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+    for (segment, &(row, start)) in segments.iter().zip(&at) {
+        let base = row * t + start;
+        let prefix = segment.prefix.len();
+        for (i, &id) in segment.prefix.iter().enumerate() {
+            tokens[base + i] = i64::from(id);
+        }
+        let mut offset = prefix;
+        for &(branch, owner) in &segment.branches {
+            for (k, &id) in branch.iter().enumerate() {
+                tokens[base + offset + k] = i64::from(id);
+                // The first completion token is predicted by the prompt's last position (with no
+                // prompt it has no prediction); the others by the token before them.
+                let predictor = match k {
+                    0 if prefix == 0 => continue,
+                    0 => prefix - 1,
+                    _ => offset + k - 1,
+                };
+                label_positions.push((base + predictor) as i64);
+                labels.push(i64::from(id));
+                owners.push(owner as i64);
+            }
+            offset += branch.len();
+        }
+        if let Some(packed) = packed.as_mut() {
+            let branch_len = |i: usize| segment.branches.get(i).map_or(0, |b| b.0.len());
+            packed.place(row, start, prefix, (branch_len(0), branch_len(1)));
+        }
+    }
+    let n = labels.len();
+    let lens: Vec<f32> = pairs
+        .iter()
+        .map(|p| p.chosen.len() as f32)
+        .chain(pairs.iter().map(|p| p.rejected.len() as f32))
+        .collect();
+    let int = |values: Vec<i64>| Tensor::from_data(TensorData::new(values, [n]), device);
+    PairBatch {
+        tokens: Tensor::from_data(TensorData::new(tokens, [rows, t]), device),
+        packed: packed.map(Arc::new),
+        label_positions: int(label_positions),
+        labels: int(labels),
+        label_owners: int(owners),
+        completion_len: Tensor::from_data(TensorData::new(lens, [2 * pairs.len()]), device),
+        num_tokens: pairs.iter().map(|p| p.num_tokens()).sum(),
+        pairs: pairs.len(),
     }
 }
 
@@ -123,26 +238,88 @@ pub fn make_batch(pairs: &[&TokenizedPair], pad_id: u32, device: &Device) -> Pai
 mod tests {
     use super::*;
 
-    #[test]
-    fn masks_cover_exactly_the_completion_labels() {
-        let pair = TokenizedPair {
+    fn ints(t: Tensor<1, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().try_into_vec().unwrap()
+    }
+
+    fn pair(prompt: Vec<u32>, chosen: Vec<u32>, rejected: Vec<u32>) -> TokenizedPair {
+        TokenizedPair {
             line: 1,
-            prompt: vec![5, 6],
-            chosen: vec![7, 8, 9],
-            rejected: vec![10],
+            prompt,
+            chosen,
+            rejected,
+        }
+    }
+
+    #[test]
+    fn labels_are_exactly_the_completion_tokens_in_every_layout() {
+        let a = pair(vec![5, 6], vec![7, 8, 9], vec![10]);
+        let b = pair(vec![1], vec![2], vec![3, 4]);
+        let device = Device::flex();
+        let plain = make_batch(&[&a, &b], 0, PairLayout::default(), &device);
+        assert!(plain.packed.is_none());
+        let tokens = ints(plain.tokens.clone().reshape([-1]));
+        // Rows: a chosen, b chosen, a rejected, b rejected (T = 5).
+        assert_eq!(
+            tokens,
+            [
+                [5, 6, 7, 8, 9],
+                [1, 2, 0, 0, 0],
+                [5, 6, 10, 0, 0],
+                [1, 3, 4, 0, 0]
+            ]
+            .concat()
+        );
+        // Each label with the position that predicts it and its sequence.
+        assert_eq!(ints(plain.labels.clone()), vec![7, 8, 9, 2, 10, 3, 4]);
+        assert_eq!(
+            ints(plain.label_positions.clone()),
+            vec![1, 2, 3, 5, 11, 15, 16]
+        );
+        assert_eq!(ints(plain.label_owners.clone()), vec![0, 0, 0, 1, 2, 3, 3]);
+        assert_eq!(plain.num_tokens, 8 + 5);
+
+        let shared = PairLayout {
+            share_prompt: true,
+            max_tokens_per_batch: 0,
         };
-        let batch = make_batch(&[&pair], 0, &Device::flex());
-        let tokens: Vec<i64> = batch
-            .tokens
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
-            .unwrap();
-        assert_eq!(tokens, vec![5, 6, 7, 8, 9, 5, 6, 10, 0, 0]);
-        let mask: Vec<f32> = batch.completion_mask.into_data().try_into_vec().unwrap();
-        // labels: chosen row predicts 6,7,8,9 → mask 0,1,1,1; rejected predicts 6,10,pad,pad.
-        assert_eq!(mask, vec![0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
-        assert_eq!(batch.num_tokens, 8);
-        assert_eq!(batch.first_label, 1);
+        let batch = make_batch(&[&a, &b], 0, shared, &device);
+        assert_eq!(
+            ints(batch.tokens.clone().reshape([-1])),
+            [[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 0, 0]].concat()
+        );
+        assert_eq!(ints(batch.labels.clone()), vec![7, 8, 9, 10, 2, 3, 4]);
+        // Both first completion tokens are predicted by the prompt's last position.
+        assert_eq!(
+            ints(batch.label_positions.clone()),
+            vec![1, 2, 3, 1, 6, 6, 8]
+        );
+        assert_eq!(ints(batch.label_owners.clone()), vec![0, 0, 0, 2, 1, 3, 3]);
+        assert_eq!(batch.num_tokens, plain.num_tokens);
+
+        // Packed: the 6- and 4-token segments share a row of 10.
+        let packed = PairLayout {
+            share_prompt: true,
+            max_tokens_per_batch: 10,
+        };
+        let batch = make_batch(&[&a, &b], 0, packed, &device);
+        assert_eq!(
+            ints(batch.tokens.clone().reshape([-1])),
+            vec![5, 6, 7, 8, 9, 10, 1, 2, 3, 4]
+        );
+        assert_eq!(ints(batch.label_positions), vec![1, 2, 3, 1, 6, 6, 8]);
+        assert_eq!(
+            batch.packed.unwrap().positions(),
+            vec![0, 1, 2, 3, 4, 2, 0, 1, 1, 2]
+        );
+    }
+
+    #[test]
+    fn packing_is_first_fit_by_decreasing_length() {
+        // Budget 10: 12 gets a row of its own, 7 and 6 open rows 1 and 2, 4 fits after the 6,
+        // 3 after the 7.
+        let at = assign_rows(&[3, 7, 6, 12, 4], 10);
+        assert_eq!(at, vec![(1, 7), (1, 0), (2, 0), (0, 0), (2, 6)]);
+        assert_eq!(assign_rows(&[3, 7], 0), vec![(0, 0), (1, 0)]);
     }
 }

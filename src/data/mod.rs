@@ -5,7 +5,7 @@ pub mod load;
 pub mod parquet;
 pub mod tokenize;
 
-pub use batch::{PairBatch, bucketed_len, make_batch};
+pub use batch::{PairBatch, PairLayout, bucketed_len, make_batch};
 pub use load::{LoadedRows, PreferenceRow, Text, load_preferences};
 pub use tokenize::{TokenizedPair, tokenize_rows};
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::tensor::FloatDType;
 
-use crate::data::{TokenizedPair, make_batch};
+use crate::data::{PairLayout, TokenizedPair, bucketed_len, make_batch};
 use crate::device::{self, DeviceChoice};
 use crate::dpo::DpoObjective;
 use crate::dpo::config::TrainConfig;
@@ -65,6 +65,10 @@ pub struct BenchSettings {
     pub logprob_chunk: usize,
     /// Query rows per attention block (0 = plain attention, the whole probabilities kept).
     pub attention_block: usize,
+    /// How the pairs are laid out in rows (shared prompts, packing).
+    pub layout: PairLayout,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    pub gradient_checkpointing: bool,
     /// Reference log-probs precomputed once (true) or a reference forward every step.
     pub precompute_reference: bool,
     /// Storage of the frozen weights (presets count as bf16 checkpoints, as the real models ship).
@@ -179,6 +183,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     };
     model.config.check_sequence_length(s.seq_len)?;
     model.attention_block = s.attention_block;
+    model.gradient_checkpointing = s.gradient_checkpointing;
     let load_seconds = started.elapsed().as_secs_f64();
     let settings = LoraSettings::on_every_projection(s.lora_r, 2.0 * s.lora_r as f64, 0.0);
     lora::attach(&mut model, &settings, s.seed, &device);
@@ -196,9 +201,10 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         })
         .collect();
     let refs: Vec<&TokenizedPair> = pairs.iter().collect();
-    let batch = make_batch(&refs, 0, &device);
-    // On a GPU the batch is padded to a length bucket: count what actually runs.
-    let seq_len = batch.tokens.dims()[1];
+    let batch = make_batch(&refs, 0, s.layout, &device);
+    // On a GPU the rows are padded to a length bucket: count what actually runs.
+    let [rows, row_len] = batch.tokens.dims();
+    let seq_len = bucketed_len(s.seq_len, &device);
     model.config.check_sequence_length(seq_len)?;
     let config = TrainConfig {
         loss: LossKind::MinorDpo,
@@ -210,6 +216,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         batch_size: s.batch_size,
         pad_id: 0,
         logprob_chunk: s.logprob_chunk,
+        layout: s.layout,
     };
     let reference = s.precompute_reference.then(|| {
         let (chosen, rejected) = batch.split_rows(reference_logps(&model, &batch, s.logprob_chunk));
@@ -268,7 +275,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let step_s = median(&mut times.clone());
     let sequences = 2 * s.batch_size;
     let step_tokens = sequences * s.seq_len;
-    let label_positions = seq_len - batch.first_label - 1;
+    let label_positions = s.seq_len - prompt_len;
     let flops = step_flops(
         &model.config,
         sequences,
@@ -297,6 +304,11 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
         "attention_block": s.attention_block,
+        "gradient_checkpointing": s.gradient_checkpointing,
+        "share_prompt": s.layout.share_prompt,
+        "max_tokens_per_batch": s.layout.max_tokens_per_batch,
+        "rows": rows,
+        "row_len": row_len,
         "precompute_reference": s.precompute_reference,
         "frozen_precision": frozen_dtype.name(),
         "frozen_weight_bytes": precision::frozen_weight_bytes(&model),

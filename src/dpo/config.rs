@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::PairLayout;
 use crate::dpo::loss::{LossKind, LossParams};
 use crate::error::{Error, Result};
 use crate::io::{parse_ron, read_ron, to_ron};
@@ -52,6 +53,14 @@ training_config! {
     /// recomputes the probabilities a block at a time (0 = keep the whole `[heads, seq, seq]`
     /// probabilities of every layer, as plain attention does).
     attention_block: usize = crate::model::causal_lm::DEFAULT_ATTENTION_BLOCK,
+    /// Run each pair as one sequence `[prompt | chosen | rejected]`: the prompt is computed once,
+    /// the rejected tokens see it but not the chosen ones, at the positions that follow it (the
+    /// same log-probs as two sequences; false = two right-padded rows per pair, as TRL).
+    share_prompt: bool = true,
+    /// Pack a micro-batch's sequences (whole pairs with `share_prompt`) into rows of at most this
+    /// many tokens, each restarting at position 0 and blind to the others, so no compute goes to
+    /// padding between them (0 = one row per sequence, padded to the longest).
+    max_tokens_per_batch: usize = 0,
     /// Storage of the frozen base weights: `auto` keeps a checkpoint in its own precision (lossless:
     /// bf16/f16, f16 for bf16 on GPUs without bf16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
     /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` for the projections, embeddings and head
@@ -87,6 +96,14 @@ impl TrainConfig {
             label_smoothing: self.label_smoothing,
             dpop_lambda: self.dpop_lambda,
             sft_weight: self.sft_weight,
+        }
+    }
+
+    /// How a micro-batch's pairs are laid out in rows.
+    pub fn pair_layout(&self) -> PairLayout {
+        PairLayout {
+            share_prompt: self.share_prompt,
+            max_tokens_per_batch: self.max_tokens_per_batch,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 
-use crate::data::{TokenizedPair, make_batch};
+use crate::data::{PairLayout, TokenizedPair, make_batch};
 use crate::dpo::loss::LossParams;
 use crate::dpo::metrics::PairStats;
 use crate::dpo::step::{Reference, score_pairs};
@@ -18,6 +18,8 @@ pub struct PairScoring {
     pub pad_id: u32,
     /// Positions per fused LM-head chunk (0 = whole logits).
     pub logprob_chunk: usize,
+    /// How a batch's pairs are laid out in rows (shared prompts, packing).
+    pub layout: PairLayout,
 }
 
 /// Evaluates every pair (in order) in batches, reading the results back once.
@@ -33,7 +35,7 @@ pub fn evaluate(
         .chunks(settings.batch_size.max(1))
         .map(|chunk| {
             let refs: Vec<&TokenizedPair> = chunk.iter().collect();
-            let batch = make_batch(&refs, settings.pad_id, &device);
+            let batch = make_batch(&refs, settings.pad_id, settings.layout, &device);
             let chunk = settings.logprob_chunk;
             score_pairs(&policy, &batch, Reference::Live, &settings.params, chunk).stats
         })

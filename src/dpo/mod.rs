@@ -68,7 +68,12 @@ impl Objective for DpoObjective {
 
     fn micro_batch(&mut self, model: &CausalLm, examples: &[usize], units: usize) -> MicroBatch {
         let chunk: Vec<&TokenizedPair> = examples.iter().map(|&i| &self.pairs[i]).collect();
-        let batch = make_batch(&chunk, self.scoring.pad_id, &self.device);
+        let batch = make_batch(
+            &chunk,
+            self.scoring.pad_id,
+            self.scoring.layout,
+            &self.device,
+        );
         let reference = match &self.reference {
             Some(cache) => Reference::Precomputed(examples.iter().map(|&i| cache[i]).collect()),
             None => Reference::Live,
@@ -154,6 +159,7 @@ pub fn train(
         batch_size: config.batch_size,
         pad_id: start.tokenizer.pad_id(),
         logprob_chunk: config.logprob_chunk,
+        layout: config.pair_layout(),
     };
     std::fs::create_dir_all(&config.output)
         .map_err(|e| crate::error::Error::io(&config.output, e))?;
@@ -163,8 +169,7 @@ pub fn train(
             &config.model,
             &model,
             &rows.train,
-            (config.batch_size, scoring.pad_id),
-            config.logprob_chunk,
+            &scoring,
             device,
         )?)
     } else {

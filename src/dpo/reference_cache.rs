@@ -11,6 +11,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{TokenizedPair, make_batch};
+use crate::dpo::eval::PairScoring;
 use crate::dpo::metrics::host_values;
 use crate::dpo::step::reference_logps;
 use crate::error::{Error, Result};
@@ -87,11 +88,9 @@ pub fn load_or_compute(
     model_dir: &Path,
     model: &CausalLm,
     pairs: &[TokenizedPair],
-    batching: (usize, u32),
-    logprob_chunk: usize,
+    scoring: &PairScoring,
     device: &Device,
 ) -> Result<Vec<(f64, f64)>> {
-    let (batch_size, pad_id) = batching;
     let weight_dtype = precision::stored(model).name();
     let key = cache_key(model_dir, weight_dtype, pairs)?;
     let path = output.join(FILE);
@@ -106,10 +105,10 @@ pub fn load_or_compute(
     eprintln!("reference log-probs: computing for {} pairs", pairs.len());
     let device = device.clone().inner();
     let mut logps = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(batch_size.max(1)) {
+    for chunk in pairs.chunks(scoring.batch_size.max(1)) {
         let refs: Vec<&TokenizedPair> = chunk.iter().collect();
-        let batch = make_batch(&refs, pad_id, &device);
-        let rows = reference_logps(model, &batch, logprob_chunk);
+        let batch = make_batch(&refs, scoring.pad_id, scoring.layout, &device);
+        let rows = reference_logps(model, &batch, scoring.logprob_chunk);
         let (chosen, rejected) = batch.split_rows(rows);
         logps.extend(host_values(chosen).into_iter().zip(host_values(rejected)));
     }

@@ -3,23 +3,35 @@
 //! precomputed values), the per-pair losses and their statistics.
 
 use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
 
 use crate::data::PairBatch;
 use crate::dpo::loss::{LossParams, PairLogps, pair_losses};
 use crate::dpo::metrics::DeviceStats;
 use crate::model::CausalLm;
-use crate::model::logprobs::{label_logps, scored_positions};
+use crate::model::logprobs::row_logps;
 
-/// Summed completion log-probs `[2B]` of a batch (see [`PairBatch::split_rows`] for the layout),
-/// the LM head fused in chunks of `chunk` positions (0 = whole logits).
+/// Summed completion log-probs `[2B]` of a batch (see [`PairBatch::split_rows`] for the order),
+/// the LM head fused in chunks of `chunk` positions (0 = whole logits). Only the positions that
+/// predict a completion label reach the head.
 pub fn sequence_logps(model: &CausalLm, batch: &PairBatch, chunk: usize) -> Tensor<1> {
     let [rows, t] = batch.tokens.dims();
-    let scored = scored_positions(model, &batch.tokens, batch.first_label);
-    let [_, len, _] = scored.hidden.dims();
-    let mask = batch.completion_mask.clone().narrow(1, t - 1 - len, len); // [R, L]
-    (label_logps(model, &scored, chunk) * mask)
-        .sum_dim(1)
-        .reshape([rows])
+    let device = batch.tokens.device();
+    let sequences = Tensor::zeros([2 * batch.pairs], &device);
+    if batch.labels.dims()[0] == 0 {
+        return sequences;
+    }
+    let hidden = match &batch.packed {
+        Some(packed) => model.forward_packed(batch.tokens.clone(), packed),
+        None => model.forward_hidden(batch.tokens.clone(), None),
+    }; // [rows, T, H]
+    let h = hidden.dims()[2];
+    // [N, H]: a prompt's last position appears twice when two completions share it.
+    let predictors = hidden
+        .reshape([rows * t, h])
+        .select(0, batch.label_positions.clone());
+    let logps = row_logps(model, predictors, batch.labels.clone(), chunk); // [N]
+    sequences.select_assign(0, batch.label_owners.clone(), logps, IndexingUpdateOp::Add)
 }
 
 /// Reference log-probs `[2B]` of a batch: the model's inference view with every adapter off (no

@@ -50,7 +50,7 @@ pub fn generate_batch(
                 .map(|&i| Rng::new(request.seed.wrapping_add(i as u64)))
                 .collect();
             let mut done = vec![false; b];
-            let mut cache = KvCache::default();
+            let mut cache = KvCache::with_capacity(len + request.max_new_tokens);
             let ids: Vec<i64> = rows
                 .iter()
                 .flat_map(|&i| prompts[i].iter().map(|&t| i64::from(t)))

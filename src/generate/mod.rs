@@ -111,7 +111,7 @@ pub fn generate(
         .check_sequence_length(request.prompt_ids.len() + request.max_new_tokens)?;
     let vocab = model.config.vocab_size;
     let mut rng = Rng::new(request.seed);
-    let mut cache = KvCache::default();
+    let mut cache = KvCache::with_capacity(request.prompt_ids.len() + request.max_new_tokens);
     let mut generated: Vec<u32> = Vec::new();
     let mut printed = String::new();
     let mut input = request.prompt_ids.clone();

@@ -1,20 +1,24 @@
 //! Memory-efficient attention: `softmax(q·kᵀ + mask)·v` as one differentiable op whose backward
 //! keeps only `q`, `k` and `v`, not the `[rows, keys]` probabilities of plain attention, and
-//! recomputes the probabilities a block of query rows at a time (the recompute of
-//! FlashAttention-2's backward, arXiv 2307.08691):
+//! recomputes the probabilities a span of queries at a time (the recompute of FlashAttention-2's
+//! backward, arXiv 2307.08691):
 //!
-//! - forward, per block of rows: `p = softmax(q_b·kᵀ + mask_b)`, `o_b = p·v`;
-//! - backward, per block: `p` again, `∂v += pᵀ·∂o_b`, `∂s = p ⊙ (∂p − rowsum(∂p ⊙ p))` with
-//!   `∂p = ∂o_b·vᵀ`, `∂q_b = ∂s·k`, `∂k += ∂sᵀ·q_b`.
+//! - forward, per span: `p = softmax(q_s·k_sᵀ + mask_s)`, `o_s = p·v_s`;
+//! - backward, per span: `p` again, `∂v_s += pᵀ·∂o_s`, `∂s = p ⊙ (∂p − rowsum(∂p ⊙ p))` with
+//!   `∂p = ∂o_s·v_sᵀ`, `∂q_s = ∂s·k_s`, `∂k_s += ∂sᵀ·q_s`.
 //!
-//! So no pass holds more than `[batch, heads, block, keys]` scores. FlashAttention keeps each
-//! row's log-sum-exp to skip the softmax's max and sum in the recompute; here the softmax and its
-//! gradient are the lean ops of `activations.rs` (one fused, threaded pass each on flex), so the
-//! recompute is one pass over a block that is in cache, and nothing per row is kept at all. The
-//! mask is additive (causal, sliding-window or any pattern; every row must see a key), and GQA
-//! comes folded into the rows as `model::attention` lays it out, so K/V are never repeated. The
-//! blocks are tensor ops on every backend (flex, ndarray, wgpu); a fused kernel that never writes
-//! a block's scores to memory is not written yet.
+//! A span is a run of query positions with the range of keys any of them sees
+//! (`model::layout`): causal attention skips the upper triangle, packed rows skip the other
+//! segments, sliding windows skip what lies behind them. So no pass holds more than
+//! `[batch, heads, span, keys]` scores, and no product runs over keys masked for a whole span.
+//! FlashAttention keeps each row's log-sum-exp to skip the softmax's max and sum in the
+//! recompute; here the softmax and its gradient are the lean ops of `activations.rs` (one fused,
+//! threaded pass each on flex), so the recompute is one pass over a span that is in cache, and
+//! nothing per row is kept at all. The mask is additive (every query must see a key) and shared
+//! by the `group` query heads of a K/V head: GQA comes folded into the rows as `model::attention`
+//! lays it out (`[batch, kv_heads, group·seq, d]`), so K/V are never repeated. The spans are
+//! tensor ops on every backend (flex, ndarray, wgpu); a fused kernel that never writes a span's
+//! scores to memory is not written yet.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
@@ -31,127 +35,245 @@ use burn::prelude::*;
 use burn::tensor::Slice;
 
 use super::activations::{LeanActivationGradOps, LeanActivationOps};
-use super::{autodiff, chunk_ranges};
+use super::autodiff;
+
+/// Query positions `queries.0..queries.1` and the keys `keys.0..keys.1` any of them may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub queries: (usize, usize),
+    pub keys: (usize, usize),
+}
 
 /// The operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
 pub trait BlockedAttentionOps: Backend {
-    /// `q` `[batch, heads, rows, d]`, `k` and `v` `[batch, heads, keys, d]`, the additive `mask`
-    /// `[rows, keys]` → `softmax(q·kᵀ + mask)·v` `[batch, heads, rows, d]`, `block` query rows at
-    /// a time.
+    /// `q` `[batch, heads, group·seq, d]`, `k` and `v` `[batch, heads, keys, d]`, the additive
+    /// `mask` `[1 or batch, seq, keys]` → `softmax(q·kᵀ + mask)·v` `[batch, heads, group·seq,
+    /// d]`, a span of queries at a time.
     #[fusion(dtype = q, shape = q)]
     fn blocked_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        block: usize,
+        spans: Vec<Span>,
     ) -> FloatTensor<Self>;
 }
 
-/// `softmax(q·kᵀ + mask)·v` for `q` `[batch, heads, rows, d]`, `k`/`v` `[batch, heads, keys, d]`
-/// and an additive `mask` `[rows, keys]`, keeping only `q`, `k` and `v` for the backward, which
-/// recomputes the probabilities `block` rows at a time.
+/// `softmax(q·kᵀ + mask)·v` for `q` `[batch, heads, group·seq, d]` (the `group` query heads of
+/// each K/V head folded into the rows), `k`/`v` `[batch, heads, keys, d]` and an additive `mask`
+/// `[1 or batch, seq, keys]` shared by the group, keeping only `q`, `k` and `v` for the backward,
+/// which recomputes the probabilities span by span. The spans must cover the `seq` queries in
+/// order, and each span's keys every key its queries see.
 pub fn blocked_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    mask: Tensor<2>,
-    block: usize,
+    mask: Tensor<3>,
+    spans: Vec<Span>,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as BlockedAttentionOps>::blocked_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         mask.into_dispatch(),
-        block,
+        spans,
     ))
 }
 
-/// Rows `start..end` (the third axis) of a `[batch, heads, rows, _]` tensor.
-fn rows<B: Backend>(t: &FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+/// How a pass is laid out: `[batch, heads, group, seq, d]` for queries, `keys` keys, `mask_rows`
+/// mask rows.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    batch: usize,
+    heads: usize,
+    group: usize,
+    seq: usize,
+    d: usize,
+    mask_rows: usize,
+}
+
+impl Dims {
+    fn of<B: Backend>(q: &FloatTensor<B>, mask: &FloatTensor<B>) -> Self {
+        let [batch, heads, rows, d] = q.shape().dims();
+        let [mask_rows, seq, _] = mask.shape().dims();
+        Self {
+            batch,
+            heads,
+            group: rows / seq,
+            seq,
+            d,
+            mask_rows,
+        }
+    }
+}
+
+/// The queries (or their gradient) of `span` from `[batch, heads, group·seq, d]`:
+/// `[batch, heads, group·n, d]`.
+fn span_queries<B: Backend>(t: &FloatTensor<B>, dims: Dims, span: Span) -> FloatTensor<B> {
+    let Dims {
+        batch,
+        heads,
+        group,
+        seq,
+        d,
+        ..
+    } = dims;
+    let (start, end) = span.queries;
     let all = Slice::from(..);
-    B::float_slice(t.clone(), &[all, all, Slice::from(start..end), all])
+    let t = B::float_reshape(t.clone(), Shape::new([batch, heads, group, seq, d]));
+    let t = B::float_slice(t, &[all, all, all, Slice::from(start..end), all]);
+    B::float_reshape(t, Shape::new([batch, heads, group * (end - start), d]))
 }
 
-/// The scores of rows `start..end`: `q_b·kᵀ + mask_b` `[batch, heads, rows, keys]`, with `kt`
-/// `[batch, heads, d, keys]`.
-fn block_scores<B: Backend>(
-    q: &FloatTensor<B>,
-    kt: &FloatTensor<B>,
+/// The keys (or values) of `span`: `[batch, heads, span keys, d]`.
+fn span_keys<B: Backend>(t: &FloatTensor<B>, span: Span) -> FloatTensor<B> {
+    let all = Slice::from(..);
+    B::float_slice(
+        t.clone(),
+        &[all, all, Slice::from(span.keys.0..span.keys.1), all],
+    )
+}
+
+/// The span's probabilities `softmax(q_s·k_sᵀ + mask_s)` `[batch, heads, group·n, span keys]`.
+fn span_probs<B: LeanActivationOps>(
+    q_s: FloatTensor<B>,
+    k_s: &FloatTensor<B>,
     mask: &FloatTensor<B>,
-    (start, end): (usize, usize),
+    dims: Dims,
+    span: Span,
 ) -> FloatTensor<B> {
-    let keys = mask.shape()[1];
-    let mask = B::float_slice(mask.clone(), &[Slice::from(start..end), Slice::from(..)]);
-    let mask = B::float_reshape(mask, Shape::new([1, 1, end - start, keys]));
-    B::float_add(B::float_matmul(rows::<B>(q, start, end), kt.clone()), mask)
+    let Dims {
+        batch,
+        heads,
+        group,
+        mask_rows,
+        ..
+    } = dims;
+    let (n, keys) = (span.queries.1 - span.queries.0, span.keys.1 - span.keys.0);
+    let mask_s = B::float_slice(
+        mask.clone(),
+        &[
+            Slice::from(..),
+            Slice::from(span.queries.0..span.queries.1),
+            Slice::from(span.keys.0..span.keys.1),
+        ],
+    );
+    let mask_s = B::float_reshape(mask_s, Shape::new([mask_rows, 1, 1, n, keys]));
+    let scores = B::float_matmul(q_s, B::float_swap_dims(k_s.clone(), 2, 3));
+    let scores = B::float_reshape(scores, Shape::new([batch, heads, group, n, keys]));
+    let scores = B::float_add(scores, mask_s);
+    B::softmax_last(B::float_reshape(
+        scores,
+        Shape::new([batch, heads, group * n, keys]),
+    ))
 }
 
-/// The forward, block by block: `softmax(q_b·kᵀ + mask_b)·v` `[batch, heads, rows, d]`.
+/// Per-span `[batch, heads, group·n, d]` results put back in query order: `[batch, heads,
+/// group·seq, d]`.
+fn join_spans<B: Backend>(parts: Vec<FloatTensor<B>>, dims: Dims) -> FloatTensor<B> {
+    let Dims {
+        batch,
+        heads,
+        group,
+        seq,
+        d,
+        ..
+    } = dims;
+    let parts = parts
+        .into_iter()
+        .map(|part| {
+            let n = part.shape()[2] / group;
+            B::float_reshape(part, Shape::new([batch, heads, group, n, d]))
+        })
+        .collect();
+    B::float_reshape(
+        B::float_cat(parts, 3),
+        Shape::new([batch, heads, group * seq, d]),
+    )
+}
+
+/// The forward, span by span: `softmax(q_s·k_sᵀ + mask_s)·v_s` `[batch, heads, group·seq, d]`.
 fn forward<B: LeanActivationOps>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     mask: FloatTensor<B>,
-    block: usize,
+    spans: &[Span],
 ) -> FloatTensor<B> {
-    let kt = B::float_swap_dims(k, 2, 3);
-    let outs = chunk_ranges(q.shape()[2], block)
-        .map(|range| {
-            let probs = B::softmax_last(block_scores::<B>(&q, &kt, &mask, range));
-            B::float_matmul(probs, v.clone())
+    let dims = Dims::of::<B>(&q, &mask);
+    let outs = spans
+        .iter()
+        .map(|&span| {
+            let probs = span_probs::<B>(
+                span_queries::<B>(&q, dims, span),
+                &span_keys::<B>(&k, span),
+                &mask,
+                dims,
+                span,
+            );
+            B::float_matmul(probs, span_keys::<B>(&v, span))
         })
         .collect();
-    B::float_cat(outs, 2)
+    join_spans::<B>(outs, dims)
 }
 
-/// What the backward keeps: `q`, `k`, `v`, the mask and the block.
+/// What the backward keeps: `q`, `k`, `v`, the mask and the spans.
 type Kept<B> = (
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
-    usize,
+    Vec<Span>,
 );
 
-/// `(∂q, ∂k, ∂v)` from the kept state and the output gradient `grad` `[batch, heads, rows, d]`.
+/// Adds `part` `[batch, heads, span keys, d]` into the span's keys of `sum` `[batch, heads, keys,
+/// d]`.
+fn add_span_keys<B: Backend>(
+    sum: FloatTensor<B>,
+    part: FloatTensor<B>,
+    span: Span,
+) -> FloatTensor<B> {
+    let all = Slice::from(..);
+    let at = [all, all, Slice::from(span.keys.0..span.keys.1), all];
+    let current = B::float_slice(sum.clone(), &at);
+    B::float_slice_assign(sum, &at, B::float_add(current, part))
+}
+
+/// `(∂q, ∂k, ∂v)` from the kept state and the output gradient `grad` `[batch, heads, group·seq,
+/// d]`.
 fn gradients<B: LeanActivationOps + LeanActivationGradOps>(
-    (q, k, v, mask, block): Kept<B>,
+    (q, k, v, mask, spans): Kept<B>,
     grad: FloatTensor<B>,
 ) -> [FloatTensor<B>; 3] {
-    let kt = B::float_swap_dims(k.clone(), 2, 3);
-    let vt = B::float_swap_dims(v, 2, 3);
-    let (mut dk, mut dv): (Option<FloatTensor<B>>, Option<FloatTensor<B>>) = (None, None);
-    let mut dq = Vec::new();
-    let accumulate = |sum: &mut Option<FloatTensor<B>>, part: FloatTensor<B>| {
-        *sum = Some(match sum.take() {
-            Some(sum) => B::float_add(sum, part),
-            None => part,
-        });
-    };
-    for range @ (start, end) in chunk_ranges(q.shape()[2], block) {
-        // [batch, heads, block, keys]
-        let probs = B::softmax_last(block_scores::<B>(&q, &kt, &mask, range));
-        let grad_b = rows::<B>(&grad, start, end);
-        // [batch, heads, keys, d]
-        accumulate(
-            &mut dv,
-            B::float_matmul(B::float_swap_dims(probs.clone(), 2, 3), grad_b.clone()),
+    let dims = Dims::of::<B>(&q, &mask);
+    let device = k.device();
+    let dtype = k.dtype().into();
+    let mut dk = B::float_zeros(k.shape(), &device, dtype);
+    let mut dv = B::float_zeros(v.shape(), &device, dtype);
+    let mut dq = Vec::with_capacity(spans.len());
+    for &span in &spans {
+        let (q_s, k_s, v_s) = (
+            span_queries::<B>(&q, dims, span),
+            span_keys::<B>(&k, span),
+            span_keys::<B>(&v, span),
         );
-        // p ⊙ (∂p − rowsum(∂p ⊙ p)) [batch, heads, block, keys]
-        let dscores = B::softmax_last_grad(probs, B::float_matmul(grad_b, vt.clone()));
-        accumulate(
-            &mut dk,
-            B::float_matmul(
-                B::float_swap_dims(dscores.clone(), 2, 3),
-                rows::<B>(&q, start, end),
-            ),
+        // [batch, heads, group·n, span keys]
+        let probs = span_probs::<B>(q_s.clone(), &k_s, &mask, dims, span);
+        let grad_s = span_queries::<B>(&grad, dims, span);
+        // [batch, heads, span keys, d]
+        let dv_s = B::float_matmul(B::float_swap_dims(probs.clone(), 2, 3), grad_s.clone());
+        dv = add_span_keys::<B>(dv, dv_s, span);
+        // p ⊙ (∂p − rowsum(∂p ⊙ p)) [batch, heads, group·n, span keys]
+        let dscores = B::softmax_last_grad(
+            probs,
+            B::float_matmul(grad_s, B::float_swap_dims(v_s, 2, 3)),
         );
-        dq.push(B::float_matmul(dscores, k.clone()));
+        let dk_s = B::float_matmul(B::float_swap_dims(dscores.clone(), 2, 3), q_s);
+        dk = add_span_keys::<B>(dk, dk_s, span);
+        dq.push(B::float_matmul(dscores, k_s));
     }
-    let (dk, dv) = (dk.expect("at least one row"), dv.expect("at least one row"));
-    [B::float_cat(dq, 2), dk, dv]
+    [join_spans::<B>(dq, dims), dk, dv]
 }
 
 macro_rules! impl_blocks {
@@ -162,9 +284,9 @@ macro_rules! impl_blocks {
                 k: FloatTensor<Self>,
                 v: FloatTensor<Self>,
                 mask: FloatTensor<Self>,
-                block: usize,
+                spans: Vec<Span>,
             ) -> FloatTensor<Self> {
-                forward::<Self>(q, k, v, mask, block)
+                forward::<Self>(q, k, v, mask, &spans)
             }
         }
     };
@@ -179,23 +301,23 @@ where
     B: BlockedAttentionOps + LeanActivationOps + LeanActivationGradOps,
     C: CheckpointStrategy,
 {
-    /// The backward keeps `q`, `k`, `v` and the mask.
+    /// The backward keeps `q`, `k`, `v`, the mask and the spans.
     fn blocked_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        block: usize,
+        spans: Vec<Span>,
     ) -> FloatTensor<Self> {
         let mask = mask.into_primitive();
-        let untracked_mask = mask.clone();
+        let untracked = (mask.clone(), spans.clone());
         autodiff::op::<B, C, _, 3>(
             [q, k, v],
             |[q, k, v]| {
-                let out = forward::<B>(q.clone(), k.clone(), v.clone(), mask.clone(), block);
-                (out, (q, k, v, mask, block))
+                let out = forward::<B>(q.clone(), k.clone(), v.clone(), mask.clone(), &spans);
+                (out, (q, k, v, mask, spans))
             },
-            |[q, k, v]| forward::<B>(q, k, v, untracked_mask, block),
+            |[q, k, v]| forward::<B>(q, k, v, untracked.0, &untracked.1),
             |kept, grad, [need_q, need_k, need_v]| {
                 let [dq, dk, dv] = gradients::<B>(kept, grad);
                 [
@@ -212,6 +334,7 @@ where
 mod tests {
     use super::*;
     use crate::kernels::{max_rel_err, softmax_last};
+    use crate::model::layout::{PackedRows, contiguous_mask};
     use burn::tensor::Distribution;
 
     fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
@@ -220,63 +343,85 @@ mod tests {
             .require_grad()
     }
 
-    /// A causal mask over `keys` keys for `rows` queries, the last `rows` positions, with a
-    /// sliding window of 5 (each row still sees its own key).
-    fn windowed_causal_mask(rows: usize, keys: usize, device: &Device) -> Tensor<2> {
-        let past = keys - rows;
-        let values: Vec<f32> = (0..rows)
-            .flat_map(|i| {
-                (0..keys).map(move |j| {
-                    let at = past + i;
-                    if j <= at && at - j < 5 { 0.0 } else { -1e30 }
-                })
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(values, [rows, keys]), device)
+    /// `softmax(q·kᵀ + mask)·v` over the whole matrix, the mask shared by the group.
+    fn whole_matrix(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<3>) -> Tensor<4> {
+        let [batch, heads, rows, _] = q.dims();
+        let [mask_rows, seq, keys] = mask.dims();
+        let group = rows / seq;
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .reshape([batch, heads, group, seq, keys])
+            + mask.reshape([mask_rows, 1, 1, seq, keys]);
+        softmax_last(scores.reshape([batch, heads, rows, keys])).matmul(v)
     }
 
-    /// Values and the gradients of `q`, `k` and `v` against `softmax_last(q·kᵀ + mask)·v`, under
-    /// a random output cotangent, for blocks that divide the rows, blocks that do not, and one
-    /// block for all rows; queries after cached keys (rows < keys) as in decoding; and the
-    /// untracked forward on the backend itself. As in the model, `q`, `k`, `v` are transposed
-    /// views of `[batch, seq, heads, d]` tensors and the output is transposed back, so the op sees
-    /// strided inputs and a strided output gradient.
-    fn check_against_whole_matrix(device: &Device) {
+    /// Values and the gradients of `q`, `k` and `v` against the whole matrix, under a random
+    /// output cotangent, for the masks `(mask, spans of each length)`: 2 K/V heads with 3 query
+    /// heads each. As in the model, `q`, `k`, `v` are transposed views of `[batch, seq, heads,
+    /// d]` tensors and the output is transposed back, so the op sees strided inputs and a strided
+    /// output gradient.
+    fn check_masks(
+        device: &Device,
+        (seq, keys): (usize, usize),
+        masks: Vec<(Tensor<3>, Vec<Vec<Span>>)>,
+    ) {
         let device = device.clone().autodiff();
-        let (batch, heads, rows, keys, d) = (2, 3, 13, 17, 8);
-        let q_leaf = random([batch, rows, heads, d], &device);
+        let (batch, heads, group, d) = (2, 2, 3, 8);
+        let q_leaf = random([batch, group * seq, heads, d], &device);
         let k_leaf = random([batch, keys, heads, d], &device);
         let v_leaf = random([batch, keys, heads, d], &device);
         // Fresh views for every backward (each consumes its graph).
         let views = || [&q_leaf, &k_leaf, &v_leaf].map(|t| t.clone().swap_dims(1, 2));
-        let mask = windowed_causal_mask(rows, keys, &device);
         let cot = Tensor::<4>::random(
-            [batch, rows, heads, d],
+            [batch, group * seq, heads, d],
             Distribution::Normal(0.0, 1.0),
             &device,
         );
         let loss = |out: Tensor<4>| (out.swap_dims(1, 2) * cot.clone()).sum();
-
-        let [q, k, v] = views();
-        let scores = q.matmul(k.swap_dims(2, 3)) + mask.clone().reshape([1, 1, rows, keys]);
-        let plain = softmax_last(scores).matmul(v);
-        let plain_grads = loss(plain.clone()).backward();
-        for block in [1, 2, 3, 4, 5, 13, 64] {
+        for (mask, span_sets) in masks {
             let [q, k, v] = views();
-            let out = blocked_attention(q, k, v, mask.clone(), block);
-            let grads = loss(out.clone()).backward();
-            let e = max_rel_err(out.inner(), plain.clone().inner());
-            assert!(e <= 1e-5, "block {block}: values {e}");
-            for (name, t) in [("q", &q_leaf), ("k", &k_leaf), ("v", &v_leaf)] {
-                let e = max_rel_err(t.grad(&grads).unwrap(), t.grad(&plain_grads).unwrap());
-                assert!(e <= 1e-5, "block {block}: ∂{name} {e}");
+            let plain = whole_matrix(q, k, v, mask.clone());
+            let plain_grads = loss(plain.clone()).backward();
+            for spans in span_sets {
+                let [q, k, v] = views();
+                let out = blocked_attention(q, k, v, mask.clone(), spans.clone());
+                let grads = loss(out.clone()).backward();
+                let e = max_rel_err(out.inner(), plain.clone().inner());
+                assert!(e <= 1e-5, "{spans:?}: values {e}");
+                for (name, t) in [("q", &q_leaf), ("k", &k_leaf), ("v", &v_leaf)] {
+                    let e = max_rel_err(t.grad(&grads).unwrap(), t.grad(&plain_grads).unwrap());
+                    assert!(e <= 1e-5, "{spans:?}: ∂{name} {e}");
+                }
+                // Without autodiff (decoding, evaluation) it is the same forward.
+                let [q, k, v] = views().map(|t| t.inner());
+                let out = blocked_attention(q, k, v, mask.clone().inner(), spans);
+                assert!(max_rel_err(out, plain.clone().inner()) <= 1e-5);
             }
         }
+    }
 
-        // Without autodiff (decoding, evaluation) it is the same forward.
-        let [q, k, v] = views().map(|t| t.inner());
-        let out = blocked_attention(q, k, v, mask.inner(), 5);
-        assert!(max_rel_err(out, plain.inner()) <= 1e-5);
+    /// Queries after cached keys (as in decoding) with a sliding window of 5, one mask for both
+    /// rows; and two packed rows with their own masks (two sequences in one, a shared-prompt pair
+    /// in the other, padding after both), each with spans of 1, 2, 5 positions and all at once.
+    fn check_against_whole_matrix(device: &Device) {
+        let span_lens = [1, 2, 5, 64];
+        let (rows, keys) = (13, 17);
+        let contiguous = |len| contiguous_mask(keys - rows, rows, Some(5), len);
+        let mask = Tensor::from_data(TensorData::new(contiguous(1).0, [1, rows, keys]), device);
+        let spans = span_lens.map(|len| contiguous(len).1).to_vec();
+        check_masks(device, (rows, keys), vec![(mask, spans)]);
+
+        let len = 12;
+        let mut packed = PackedRows::new(2, len);
+        packed.place(0, 0, 4, (0, 0));
+        packed.place(0, 4, 6, (0, 0));
+        packed.place(1, 0, 3, (4, 3));
+        let mask = Tensor::from_data(
+            TensorData::new(packed.mask(None, 1).0, [2, len, len]),
+            device,
+        );
+        let spans = span_lens.map(|n| packed.mask(None, n).1).to_vec();
+        check_masks(device, (len, len), vec![(mask, spans)]);
     }
 
     crate::device::on_every_backend!(check_against_whole_matrix => blocked_attention_matches_whole_matrix_on_flex, blocked_attention_matches_whole_matrix_on_ndarray, blocked_attention_matches_whole_matrix_on_wgpu);

@@ -11,6 +11,8 @@
 //!   WGSL kernel widening blocks on wgpu;
 //! - `activations.rs`: SwiGLU and the attention softmax, `rms_norm.rs`: RMSNorm with a frozen
 //!   weight, as single operations that keep less for the backward;
+//! - `checkpoint.rs`: activation checkpointing (a decoder layer run again in the backward from
+//!   its kept input, through a nested backward on a graph of its own);
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
 //! - `autodiff.rs`: the backward plumbing every op shares (one `Backward` for all of them).
 //!
@@ -20,6 +22,7 @@
 pub mod activations;
 pub mod attention;
 mod autodiff;
+pub mod checkpoint;
 mod cpu;
 pub mod logprobs;
 pub mod projection;

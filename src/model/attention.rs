@@ -4,53 +4,126 @@
 //! GQA without copying K/V: the `g = heads / kv_heads` query heads that share one K/V head are
 //! folded into the sequence axis (`[batch, kv_heads, g·seq, head_dim]`), so one batched matmul per
 //! K/V head serves the whole group. The softmax and the product with V are
-//! `kernels::blocked_attention` (the backward keeps no `[g·seq, keys]` probabilities) unless the
-//! pass asks for the whole probability matrix (`attention_block` 0).
+//! `kernels::blocked_attention` (the backward keeps no `[g·seq, keys]` probabilities, and no span
+//! of queries meets keys it cannot see) unless the pass asks for the whole probability matrix
+//! (`attention_block` 0). Positions and masks come from `model::layout`: one sequence per row, or
+//! packed rows of several segments (prefix-shared pairs among them).
 
 use std::ops::Range;
 
 use burn::prelude::*;
 
+use super::layout::{PackedRows, contiguous_mask};
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
+use crate::kernels::attention::Span;
 use crate::kernels::{blocked_attention, softmax_last};
 
-/// Keys and values seen so far by one layer, each `[batch, kv_heads, past, head_dim]`.
+/// Keys and values seen so far by one layer, in buffers `[batch, kv_heads, capacity, head_dim]`
+/// whose first `len` positions are filled: a decoding step writes its keys and values in place
+/// (on flex and wgpu alike) instead of copying the whole cache into a longer one.
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
-    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+    buffers: Option<(Tensor<4>, Tensor<4>)>,
+    len: usize,
 }
 
-/// What the layers of one kind share in one forward pass: the rotary tables of its positions,
-/// `cos`/`sin` `[1, 1, seq, head_dim]`, the additive causal mask `[g·seq, past + seq]` (0
-/// where allowed, a large negative where not) and the query rows per attention block (0: the
-/// whole probability matrix at once, kept for the backward).
+impl LayerCache {
+    /// Appends `k` and `v` `[batch, kv_heads, seq, head_dim]` and returns every key and value so
+    /// far, `[batch, kv_heads, len, head_dim]` views of the buffers. Buffers that are too short
+    /// are reallocated with room for at least `reserve` positions (and at least twice their
+    /// size, so an unknown length costs amortised constant copies).
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>, reserve: usize) -> (Tensor<4>, Tensor<4>) {
+        let [batch, heads, seq, hd] = k.dims();
+        let (start, end) = (self.len, self.len + seq);
+        let capacity = self.buffers.as_ref().map_or(0, |(b, _)| b.dims()[2]);
+        let (kb, vb) = match self.buffers.take() {
+            Some(buffers) if end <= capacity => buffers,
+            old => {
+                let capacity = end.max(reserve).max(2 * capacity);
+                let device = k.device();
+                let grow = |old: Option<Tensor<4>>| {
+                    let fresh = Tensor::zeros([batch, heads, capacity, hd], &device);
+                    match old {
+                        Some(old) if start > 0 => fresh.slice_assign(
+                            [0..batch, 0..heads, 0..start, 0..hd],
+                            old.narrow(2, 0, start),
+                        ),
+                        _ => fresh,
+                    }
+                };
+                let (ok, ov) = old.unzip();
+                (grow(ok), grow(ov))
+            }
+        };
+        let at = [0..batch, 0..heads, start..end, 0..hd];
+        let (kb, vb) = (kb.slice_assign(at.clone(), k), vb.slice_assign(at, v));
+        self.buffers = Some((kb.clone(), vb.clone()));
+        self.len = end;
+        (kb.narrow(2, 0, end), vb.narrow(2, 0, end))
+    }
+}
+
+/// What the layers of one kind share in one forward pass (see `model::layout`): the rotary
+/// tables of its positions, `cos`/`sin` `[1 or batch, 1, seq, head_dim]`, the additive mask
+/// `[1 or batch, seq, past + seq]` (0 where allowed, a large negative where not), the query spans
+/// of the blocked attention and whether to use it (`blocked` false: the whole probability matrix
+/// at once, kept for the backward).
+#[derive(Debug, Clone)]
 pub struct Positions {
     pub cos: Tensor<4>,
     pub sin: Tensor<4>,
-    pub mask: Tensor<2>,
-    pub attention_block: usize,
+    pub mask: Tensor<3>,
+    pub spans: Vec<Span>,
+    pub blocked: bool,
+}
+
+/// The window of a layer kind (`None`: full attention) and the attention block (query rows per
+/// span, `group` query heads per K/V head counted in; 0 = plain attention).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub window: Option<usize>,
+    pub group: usize,
+    pub block: usize,
+}
+
+impl AttentionShape {
+    /// Query positions per span: `block` rows hold `block / group` positions of every head.
+    fn span_len(&self) -> usize {
+        (self.block / self.group).max(1)
+    }
 }
 
 impl Positions {
-    /// The tables of `rope` for the new positions `new` (those before `new.start` are cached) and
-    /// their causal mask with `group` query heads per K/V head, limited to the last `window`
-    /// positions when given; attention in blocks of `attention_block` query rows.
-    pub fn new(
-        rope: &Rope,
-        new: Range<usize>,
-        (group, window): (usize, Option<usize>),
-        attention_block: usize,
-        device: &Device,
-    ) -> Self {
+    /// The tables of `rope` for the new positions `new` of every row (those before `new.start`
+    /// are cached) and their causal mask.
+    pub fn new(rope: &Rope, new: Range<usize>, shape: AttentionShape, device: &Device) -> Self {
         let (cos, sin) = rope.tables(new.start, new.len(), device);
-        let mask = causal_mask(new, group, window, device);
+        let (mask, spans) = contiguous_mask(new.start, new.len(), shape.window, shape.span_len());
+        let total = new.end;
+        let mask = Tensor::from_data(TensorData::new(mask, [1, new.len(), total]), device);
         Self {
             cos,
             sin,
             mask,
-            attention_block,
+            spans,
+            blocked: shape.block > 0,
+        }
+    }
+
+    /// The tables and masks of packed rows (each row with its own).
+    pub fn packed(rope: &Rope, rows: &PackedRows, shape: AttentionShape, device: &Device) -> Self {
+        let [batch, seq] = rows.dims();
+        let (cos, sin) = rope.tables_at(&rows.positions(), [batch, seq], device);
+        let (mask, spans) = rows.mask(shape.window, shape.span_len());
+        let mask = Tensor::from_data(TensorData::new(mask, [batch, seq, seq]), device);
+        Self {
+            cos,
+            sin,
+            mask,
+            spans,
+            blocked: shape.block > 0,
         }
     }
 }
@@ -72,9 +145,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x` `[batch, seq, hidden]` at positions `at`, extending the K/V cache `kv` when given →
-    /// `[batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
+    /// `x` `[batch, seq, hidden]` at positions `at`, extending the K/V cache `kv` when given
+    /// (reserving `reserve` positions when it allocates) → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        at: &Positions,
+        kv: Option<(&mut LayerCache, usize)>,
+    ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = h / kvh;
@@ -97,14 +175,7 @@ impl Attention {
         let v = v.swap_dims(1, 2);
 
         let (k, v) = match kv {
-            Some(cache) => {
-                let (k, v) = match cache.kv.take() {
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                    None => (k, v),
-                };
-                cache.kv = Some((k.clone(), v.clone()));
-                (k, v)
-            }
+            Some((cache, reserve)) => cache.append(k, v, reserve),
             None => (k, v),
         };
         let total = k.dims()[2];
@@ -114,14 +185,16 @@ impl Attention {
         // elements whenever total > hd, forward and backward.
         let q = q.reshape([batch, kvh, group * seq, hd]) * self.scale;
         // [batch, kvh, g·seq, hd]
-        let out = match at.attention_block {
-            0 => {
-                // [batch, kvh, g·seq, total]
-                let scores = q.matmul(k.swap_dims(2, 3))
-                    + at.mask.clone().reshape([1, 1, group * seq, total]);
-                softmax_last(scores).matmul(v)
-            }
-            block => blocked_attention(q, k, v, at.mask.clone(), block),
+        let out = if at.blocked {
+            blocked_attention(q, k, v, at.mask.clone(), at.spans.clone())
+        } else {
+            let [mask_rows, _, _] = at.mask.dims();
+            // [batch, kvh, g, seq, total]
+            let scores = q
+                .matmul(k.swap_dims(2, 3))
+                .reshape([batch, kvh, group, seq, total])
+                + at.mask.clone().reshape([mask_rows, 1, 1, seq, total]);
+            softmax_last(scores.reshape([batch, kvh, group * seq, total])).matmul(v)
         };
         let out = out
             .reshape([batch, h, seq, hd])
@@ -129,27 +202,4 @@ impl Attention {
             .reshape([batch, seq, h * hd]);
         self.o_proj.forward(out)
     }
-}
-
-/// Additive causal mask `[group·seq, past + seq]` for the `seq` new queries `past..past + seq`
-/// after `past` cached keys: query `i` (at position `past + i`) sees key `j` when `j ≤ past + i`
-/// and, with a window, `past + i − j < window`.
-fn causal_mask(
-    new: Range<usize>,
-    group: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Tensor<2> {
-    const MASKED: f32 = -1e30;
-    let (past, seq) = (new.start, new.len());
-    let total = past + seq;
-    let window = window.unwrap_or(usize::MAX);
-    let mut rows = Vec::with_capacity(group * seq * total);
-    for _ in 0..group {
-        for i in 0..seq {
-            let visible = |j: usize| j <= past + i && past + i - j < window;
-            rows.extend((0..total).map(|j| if visible(j) { 0.0 } else { MASKED }));
-        }
-    }
-    Tensor::from_data(TensorData::new(rows, [group * seq, total]), device)
 }

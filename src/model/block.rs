@@ -1,11 +1,13 @@
 //! One pre-norm decoder layer: `h = x + attn(norm(x)); out = h + mlp(norm(h))`, or Gemma 3's
-//! sandwich `h = x + norm(attn(norm(x))); out = h + norm(mlp(norm(h)))`.
+//! sandwich `h = x + norm(attn(norm(x))); out = h + norm(mlp(norm(h)))`; and the layer at its
+//! positions as activation checkpointing runs it again ([`LayerAt`]).
 
 use burn::prelude::*;
 
 use super::attention::{Attention, LayerCache, Positions};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use crate::kernels::checkpoint::Recompute;
 
 /// A transformer block of the Llama family (Gemma 3 with its feed-forward norms).
 #[derive(Module, Debug)]
@@ -27,9 +29,14 @@ pub struct FeedForwardNorms {
 }
 
 impl Block {
-    /// `[batch, seq, hidden]` at positions `at` (with the layer's K/V cache `kv`) →
-    /// `[batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
+    /// `[batch, seq, hidden]` at positions `at` (with the layer's K/V cache `kv` and the
+    /// positions it reserves) → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        at: &Positions,
+        kv: Option<(&mut LayerCache, usize)>,
+    ) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
         let attn = self.self_attn.forward(normed, at, kv);
         match &self.feedforward_norms {
@@ -45,5 +52,36 @@ impl Block {
                 h + norms.post_feedforward_layernorm.forward(mlp)
             }
         }
+    }
+}
+
+/// A decoder layer and the positions of one pass: what `kernels::checkpointed` keeps to run the
+/// layer again in the backward.
+#[derive(Clone, Debug)]
+pub struct LayerAt {
+    pub layer: Block,
+    pub at: Positions,
+}
+
+impl Recompute for LayerAt {
+    type Module = Block;
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.layer.forward(x, &self.at, None)
+    }
+
+    fn module(&self) -> &Block {
+        &self.layer
+    }
+
+    fn with_module(&self, layer: Block) -> Self {
+        Self {
+            layer,
+            at: self.at.clone(),
+        }
+    }
+
+    fn draws_random(&self) -> bool {
+        self.layer.has_adapter_dropout()
     }
 }

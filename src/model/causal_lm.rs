@@ -1,18 +1,18 @@
 //! The decoder-only language model (embeddings → blocks → norm → LM head), built from a Hugging
 //! Face directory. One code path serves every backend: the `Device` decides where it runs.
 
-use std::ops::Range;
 use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
-use super::attention::{Attention, LayerCache, Positions};
-use super::block::{Block, FeedForwardNorms};
+use super::attention::{Attention, AttentionShape, LayerCache, Positions};
+use super::block::{Block, FeedForwardNorms, LayerAt};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
 use super::embedding::EmbeddingTable;
+use super::layout::PackedRows;
 use super::linear::{Linear, Weight};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
@@ -20,6 +20,7 @@ use super::precision::{FrozenPrecision, Storage, float_dtype};
 use super::quantized::BlockWeight;
 use super::rope::Rope;
 use crate::error::Result;
+use crate::kernels::checkpoint::checkpointed;
 use crate::kernels::projection::blocks::BLOCK;
 use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
 
@@ -28,6 +29,18 @@ use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
 pub struct KvCache {
     pub layers: Vec<LayerCache>,
     pub len: usize,
+    /// Positions each layer's buffers are allocated for at first (they grow when exceeded).
+    pub reserve: usize,
+}
+
+impl KvCache {
+    /// An empty cache whose buffers will hold `positions` positions without growing.
+    pub fn with_capacity(positions: usize) -> Self {
+        Self {
+            reserve: positions,
+            ..Self::default()
+        }
+    }
 }
 
 /// A Llama-family causal LM.
@@ -50,6 +63,10 @@ pub struct CausalLm {
     /// the whole probability matrix for the backward, as plain attention does).
     #[module(skip)]
     pub attention_block: usize,
+    /// Recompute each decoder layer in the backward instead of keeping its activations
+    /// (`kernels::checkpointed`): training keeps one input per layer.
+    #[module(skip)]
+    pub gradient_checkpointing: bool,
 }
 
 /// Query rows per attention block unless a run sets another: at the SmolLM2 shape a block's
@@ -218,6 +235,7 @@ impl CausalLm {
             local_rope,
             config,
             attention_block: DEFAULT_ATTENTION_BLOCK,
+            gradient_checkpointing: false,
         })
     }
 
@@ -231,56 +249,76 @@ impl CausalLm {
         let device = tokens.device();
         let [_, seq] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let group = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let new = past..past + seq;
-        // The tables and mask of each layer kind, built once per pass.
-        let mut by_kind: Vec<(LayerKind, Positions)> = Vec::new();
-
-        let mut x = self.embed_tokens.lookup(tokens);
-        if let Some(scale) = self.config.embed_scale {
-            x = x * scale;
-        }
         if let Some(cache) = cache.as_deref_mut()
             && cache.layers.len() != self.layers.len()
         {
             cache.layers = vec![LayerCache::default(); self.layers.len()];
+        }
+        let new = past..past + seq;
+        let positions = |rope: &Rope, shape| Positions::new(rope, new.clone(), shape, &device);
+        let hidden = self.decode_layers(tokens, positions, cache.as_deref_mut());
+        if let Some(cache) = cache {
+            cache.len += seq;
+        }
+        hidden
+    }
+
+    /// Final hidden states `[rows, len, hidden]` for `tokens` `[rows, len]` laid out as `packed`
+    /// says (several segments per row, each from position 0; prefix-shared pairs).
+    pub fn forward_packed(&self, tokens: Tensor<2, Int>, packed: &PackedRows) -> Tensor<3> {
+        let device = tokens.device();
+        let positions = |rope: &Rope, shape| Positions::packed(rope, packed, shape, &device);
+        self.decode_layers(tokens, positions, None)
+    }
+
+    /// Embeddings → decoder layers → final norm, each layer kind's rotary tables and mask built
+    /// once by `positions`.
+    fn decode_layers(
+        &self,
+        tokens: Tensor<2, Int>,
+        positions: impl Fn(&Rope, AttentionShape) -> Positions,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let group = self.config.num_attention_heads / self.config.num_key_value_heads;
+        let mut by_kind: Vec<(LayerKind, Positions)> = Vec::new();
+        let mut x = self.embed_tokens.lookup(tokens);
+        if let Some(scale) = self.config.embed_scale {
+            x = x * scale;
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let kind = self.config.layer_kinds[i];
             let at = match by_kind.iter().position(|(k, _)| *k == kind) {
                 Some(found) => found,
                 None => {
-                    by_kind.push((kind, self.positions(kind, new.clone(), group, &device)));
+                    let (rope, window) = match kind {
+                        LayerKind::Full => (&self.rope, None),
+                        LayerKind::Sliding { window } => {
+                            (self.local_rope.as_ref().unwrap_or(&self.rope), Some(window))
+                        }
+                    };
+                    let shape = AttentionShape {
+                        window,
+                        group,
+                        block: self.attention_block,
+                    };
+                    by_kind.push((kind, positions(rope, shape)));
                     by_kind.len() - 1
                 }
             };
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &by_kind[at].1, layer_cache);
-        }
-        if let Some(cache) = cache {
-            cache.len += seq;
+            let at = &by_kind[at].1;
+            x = match cache.as_deref_mut() {
+                Some(c) => layer.forward(x, at, Some((&mut c.layers[i], c.reserve))),
+                None if self.gradient_checkpointing => {
+                    let piece = LayerAt {
+                        layer: layer.clone(),
+                        at: at.clone(),
+                    };
+                    checkpointed(x, piece)
+                }
+                None => layer.forward(x, at, None),
+            };
         }
         self.norm.forward(x)
-    }
-
-    /// The rotary tables and mask of layers of `kind` for the new positions `new`.
-    fn positions(
-        &self,
-        kind: LayerKind,
-        new: Range<usize>,
-        group: usize,
-        device: &Device,
-    ) -> Positions {
-        match kind {
-            LayerKind::Full => {
-                Positions::new(&self.rope, new, (group, None), self.attention_block, device)
-            }
-            LayerKind::Sliding { window } => {
-                let rope = self.local_rope.as_ref().unwrap_or(&self.rope);
-                let block = self.attention_block;
-                Positions::new(rope, new, (group, Some(window)), block, device)
-            }
-        }
     }
 
     /// Projects hidden states `[..., hidden]` to logits `[..., vocab]`.

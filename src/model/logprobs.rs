@@ -43,22 +43,31 @@ pub fn scored_positions(
 /// Log-probs `[rows, len]` of each scored position's label.
 pub fn label_logps(model: &CausalLm, scored: &ScoredPositions, chunk: usize) -> Tensor<2> {
     let [rows, len, h] = scored.hidden.dims();
-    let (hidden, labels) = (
-        || scored.hidden.clone().reshape([rows * len, h]),
-        || scored.labels.clone().reshape([rows * len]),
-    );
+    let hidden = scored.hidden.clone().reshape([rows * len, h]);
+    let labels = scored.labels.clone().reshape([rows * len]);
+    row_logps(model, hidden, labels, chunk).reshape([rows, len])
+}
+
+/// Log-probs `[n]` of `labels` `[n]` under the LM head applied to `hidden` `[n, hidden]`.
+pub fn row_logps(
+    model: &CausalLm,
+    hidden: Tensor<2>,
+    labels: Tensor<1, Int>,
+    chunk: usize,
+) -> Tensor<1> {
+    let n = labels.dims()[0];
     match model.lm_head_weight() {
         Some(HeadWeight::Dense(weight)) if chunk > 0 => {
-            linear_logprobs(hidden(), weight, labels(), chunk).reshape([rows, len])
+            linear_logprobs(hidden, weight, labels, chunk)
         }
         Some(HeadWeight::Blocks(head)) if chunk > 0 => {
-            linear_logprobs_blocks(hidden(), &head, labels(), chunk).reshape([rows, len])
+            linear_logprobs_blocks(hidden, &head, labels, chunk)
         }
         _ => {
-            let logits = model.lm_head(scored.hidden.clone()); // [R, L, V]
-            log_softmax(logits, 2)
-                .gather(2, scored.labels.clone().unsqueeze_dim::<3>(2))
-                .reshape([rows, len])
+            let logits = model.lm_head(hidden); // [n, V]
+            log_softmax(logits, 1)
+                .gather(1, labels.unsqueeze_dim::<2>(1))
+                .reshape([n])
         }
     }
 }

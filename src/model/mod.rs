@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embedding;
 pub mod init;
+pub mod layout;
 pub mod linear;
 pub mod logprobs;
 pub mod lora;

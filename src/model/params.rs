@@ -5,6 +5,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 
+use super::block::Block;
 use super::causal_lm::CausalLm;
 use super::embedding::EmbeddingTable;
 use super::linear::{Linear, Weight};
@@ -65,6 +66,18 @@ fn push_linear<'a>(out: &mut Vec<(String, ParamMut<'a>)>, name: &str, linear: &'
     }
     if let Some(bias) = linear.bias.as_mut() {
         out.push((format!("{name}.bias"), ParamMut::Vector(bias)));
+    }
+}
+
+impl Block {
+    /// Whether any of the layer's adapters applies dropout while training.
+    pub fn has_adapter_dropout(&self) -> bool {
+        block_projections!(self, &).iter().any(|(_, linear)| {
+            linear
+                .lora
+                .as_ref()
+                .is_some_and(|l| l.dropout > 0.0 && l.enabled)
+        })
     }
 }
 

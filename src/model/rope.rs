@@ -65,10 +65,22 @@ impl Rope {
 
     /// `(cos, sin)` for positions `start..start + len`, each `[1, 1, len, head_dim]`.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let positions: Vec<u32> = (start..start + len).map(|p| p as u32).collect();
+        self.tables_at(&positions, [1, len], device)
+    }
+
+    /// `(cos, sin)` for the positions of `rows` rows of `len` tokens (`positions` `[rows·len]`),
+    /// each `[rows, 1, len, head_dim]`.
+    pub fn tables_at(
+        &self,
+        positions: &[u32],
+        [rows, len]: [usize; 2],
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<4>) {
         let half = self.head_dim / 2;
-        let mut cos = Vec::with_capacity(len * self.head_dim);
-        let mut sin = Vec::with_capacity(len * self.head_dim);
-        for pos in start..start + len {
+        let mut cos = Vec::with_capacity(positions.len() * self.head_dim);
+        let mut sin = Vec::with_capacity(positions.len() * self.head_dim);
+        for &pos in positions {
             let p = pos as f32;
             let row_start = cos.len();
             for &f in &self.inv_freq {
@@ -80,7 +92,7 @@ impl Rope {
             cos.extend_from_within(row_start..row_start + half);
             sin.extend_from_within(row_start..row_start + half);
         }
-        let shape = [1, 1, len, self.head_dim];
+        let shape = [rows, 1, len, self.head_dim];
         (
             Tensor::from_data(TensorData::new(cos, shape), device),
             Tensor::from_data(TensorData::new(sin, shape), device),

@@ -129,6 +129,9 @@ macro_rules! training_config {
             lora_targets: String = $crate::model::lora::DEFAULT_TARGETS.join(","),
             /// Longest prompt + completion in tokens (longer ones are cut at the end).
             max_length: usize = 1024,
+            /// Recompute each decoder layer in the backward from its input instead of keeping
+            /// its activations (one more forward per step, far less memory).
+            gradient_checkpointing: bool = false,
             /// Seed for adapter init, data order and the eval split.
             seed: u64 = 42,
             /// Write `checkpoint-N/` (result, optimizer, step) every N steps (0 = only the
@@ -182,6 +185,7 @@ macro_rules! training_config {
                     lora_dropout: self.lora_dropout,
                     lora_targets: self.lora_targets.clone(),
                     max_length: self.max_length,
+                    gradient_checkpointing: self.gradient_checkpointing,
                     seed: self.seed,
                     save_steps: self.save_steps,
                     eval_steps: self.eval_steps,
@@ -196,7 +200,7 @@ pub(crate) use {config_struct, training_config};
 
 /// The names of the shared fields, in the order every training config declares them (after its
 /// own).
-pub const SHARED_FIELDS: [&str; 25] = [
+pub const SHARED_FIELDS: [&str; 26] = [
     "eval_data",
     "eval_split",
     "output",
@@ -218,6 +222,7 @@ pub const SHARED_FIELDS: [&str; 25] = [
     "lora_dropout",
     "lora_targets",
     "max_length",
+    "gradient_checkpointing",
     "seed",
     "save_steps",
     "eval_steps",
@@ -245,6 +250,7 @@ pub struct TrainingSettings {
     pub lora_dropout: f64,
     pub lora_targets: String,
     pub max_length: usize,
+    pub gradient_checkpointing: bool,
     pub seed: u64,
     pub save_steps: usize,
     pub eval_steps: usize,

@@ -76,6 +76,7 @@ impl Start {
         (model, objective): (&mut CausalLm, &mut impl Objective),
         probe: Option<&mut dyn Probe>,
     ) -> Result<TrainSummary> {
+        model.gradient_checkpointing = self.settings.gradient_checkpointing;
         let run = Run {
             settings: &self.settings,
             config_ron,

@@ -5,6 +5,10 @@ batch 4, reference log-probs precomputed, 16 steps, no evaluation, no checkpoint
     python tests/baselines/trl_dpo_side_by_side.py data pairs.jsonl            # 64 chat pairs
     python tests/baselines/trl_dpo_side_by_side.py trl MODEL_DIR pairs.jsonl [--threads 2]
     python tests/baselines/trl_dpo_side_by_side.py minordpo MODEL_DIR pairs.jsonl [--bin PATH]
+        [--flags "--share-prompt false --max-tokens-per-batch 2048"]
+
+`--gradient-checkpointing` turns activation checkpointing on for either side (TRL's
+`gradient_checkpointing=True`, minordpo's per-layer recompute); `--flags` adds minordpo options.
 
 `data` writes 64 conversational pairs (a system message and a ~100-word question, ~130 tokens;
 answers of ~90 words, ~100 tokens) from a seeded word list, so both sides read identical rows.
@@ -68,7 +72,7 @@ def peak_rss(who):
     return resource.getrusage(who).ru_maxrss * scale
 
 
-def run_trl(model_dir, data, threads):
+def run_trl(model_dir, data, threads, checkpointing):
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -85,7 +89,7 @@ def run_trl(model_dir, data, threads):
             output_dir=out, per_device_train_batch_size=BATCH, max_steps=STEPS,
             learning_rate=5e-6, beta=0.1, loss_type="sigmoid", precompute_ref_log_probs=True,
             logging_steps=STEPS, save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, max_length=1024,
+            dataloader_num_workers=0, max_length=1024, gradient_checkpointing=checkpointing,
         )
         dataset = load_dataset("json", data_files=data, split="train")
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset,
@@ -93,21 +97,24 @@ def run_trl(model_dir, data, threads):
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    return {"side": "trl+peft", "torch_threads": threads, "seconds": seconds,
+    return {"side": "trl+peft", "torch_threads": threads, "gradient_checkpointing": checkpointing,
+            "seconds": seconds,
             "seconds_per_step": seconds / STEPS, "peak_memory_bytes": peak_rss(resource.RUSAGE_SELF)}
 
 
-def run_minordpo(model_dir, data, binary):
+def run_minordpo(model_dir, data, binary, checkpointing, flags):
     with tempfile.TemporaryDirectory() as out:
         command = [binary, "--device", "cpu", "train", "--model", model_dir, "--data", data,
                    "--output", out, "--loss", "sigmoid", "--beta", "0.1", "--batch-size", str(BATCH),
                    "--max-steps", str(STEPS), "--lora-r", str(RANK), "--lora-alpha", str(2 * RANK),
                    "--lora-dropout", "0", "--learning-rate", "5e-6", "--eval-split", "0",
-                   "--logging-steps", str(STEPS), "--save-steps", "0", "--max-length", "1024"]
+                   "--logging-steps", str(STEPS), "--save-steps", "0", "--max-length", "1024",
+                   "--gradient-checkpointing", str(checkpointing).lower()] + flags.split()
         started = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
-    return {"side": "minordpo", "seconds": seconds, "seconds_per_step": seconds / STEPS,
+    return {"side": "minordpo", "gradient_checkpointing": checkpointing, "flags": flags,
+            "seconds": seconds, "seconds_per_step": seconds / STEPS,
             "peak_memory_bytes": peak_rss(resource.RUSAGE_CHILDREN)}
 
 
@@ -117,13 +124,16 @@ def main():
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--bin", default="target/release/minordpo")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--flags", default="")
     args = parser.parse_args()
     if args.what == "data":
         make_data(args.paths[0])
         return
     model_dir, data = args.paths
-    result = (run_trl(model_dir, data, args.threads) if args.what == "trl"
-              else run_minordpo(model_dir, data, args.bin))
+    checkpointing = args.gradient_checkpointing
+    result = (run_trl(model_dir, data, args.threads, checkpointing) if args.what == "trl"
+              else run_minordpo(model_dir, data, args.bin, checkpointing, args.flags))
     print(json.dumps(result))
 
 
