@@ -20,9 +20,12 @@ pub struct BenchArgs {
     /// Pairs per step (each pair is two sequences).
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
-    /// Tokens per sequence (half prompt, half completion).
+    /// Tokens per sequence (prompt and completion).
     #[arg(long, default_value_t = 512)]
     seq_len: usize,
+    /// Prompt tokens per sequence (default: half of --seq-len).
+    #[arg(long)]
+    prompt_len: Option<usize>,
     /// Timed steps.
     #[arg(long, default_value_t = 3)]
     steps: usize,
@@ -70,6 +73,7 @@ pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
         device: choice,
         batch_size: args.batch_size,
         seq_len: args.seq_len,
+        prompt_len: args.prompt_len,
         steps: args.steps,
         warmup: args.warmup,
         logprob_chunk: args.logprob_chunk,

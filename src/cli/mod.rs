@@ -58,7 +58,28 @@ enum Command {
 /// Parses the command line, runs the command and turns an error into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // Every command runs on one of rayon's workers, with a main thread's stack: each kernel's
+    // parallel loop then runs on the calling worker and the others, instead of a blocked caller
+    // waking the pool (and contending with its spinning threads) once per operation.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(MAIN_STACK_BYTES)
+        .build_global();
+    let result = rayon::scope(|_| run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The stack of each rayon worker (the whole command runs on one): what a main thread gets.
+const MAIN_STACK_BYTES: usize = 8 << 20;
+
+/// Runs the parsed command.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Devices => devices::run(),
         Command::Generate(args) => generate::run(cli.device, args),
         Command::Eval(args) => eval::run(cli.device, args),
@@ -68,12 +89,5 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(cli.device, args),
         Command::Plot(args) => plot::run(args),
         Command::Bench(args) => bench::run(cli.device, args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -56,8 +56,10 @@ pub struct BenchSettings {
     pub device: DeviceChoice,
     /// Pairs per step (each pair is two sequences).
     pub batch_size: usize,
-    /// Tokens per sequence; the first half is prompt, the rest completion.
+    /// Tokens per sequence: `prompt_len` of prompt, the rest completion.
     pub seq_len: usize,
+    /// Prompt tokens per sequence (`None`: half of `seq_len`).
+    pub prompt_len: Option<usize>,
     /// Timed steps (after `warmup` untimed ones).
     pub steps: usize,
     pub warmup: usize,
@@ -156,6 +158,13 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
             "--batch-size ≥ 1, --seq-len ≥ 4, --steps ≥ 1 and --lora-r ≥ 1 are needed".into(),
         ));
     }
+    let prompt_len = s.prompt_len.unwrap_or(s.seq_len / 2);
+    if prompt_len == 0 || prompt_len + 2 > s.seq_len {
+        return Err(Error::Invalid(format!(
+            "--prompt-len {prompt_len}: must be ≥ 1 and leave at least 2 completion tokens of --seq-len {}",
+            s.seq_len
+        )));
+    }
     let selected = device::select(s.device)?;
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone().autodiff();
@@ -191,7 +200,6 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let mut rng = Rng::new(s.seed);
     let mut tokens =
         |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
-    let prompt_len = s.seq_len / 2;
     let pairs: Vec<TokenizedPair> = (0..s.batch_size)
         .map(|i| TokenizedPair {
             line: i + 1,
@@ -301,6 +309,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "device": selected.description,
         "batch_size": s.batch_size,
         "seq_len": s.seq_len,
+        "prompt_len": prompt_len,
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
         "attention_block": s.attention_block,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::generate::sampling::Sampling;
+use crate::generate::sampling::{Sampling, next_ids};
 use crate::io::Rng;
 use crate::model::{CausalLm, KvCache};
 
@@ -62,14 +62,9 @@ pub fn generate_batch(
                 let logits = model
                     .lm_head(hidden.narrow(1, seq - 1, 1))
                     .reshape([b, vocab]);
-                let logits: Vec<f32> = logits
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec()
-                    .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))?;
+                let ids = next_ids(&request.sampling, logits, &mut rngs)?;
                 let mut next = Vec::with_capacity(b);
-                for (r, row_logits) in logits.chunks(vocab).enumerate() {
-                    let id = request.sampling.pick(row_logits, &mut rngs[r]);
+                for (r, id) in ids.into_iter().enumerate() {
                     if !done[r] {
                         if request.stop_ids.contains(&id) {
                             done[r] = true;

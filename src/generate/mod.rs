@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::generate::sampling::Sampling;
+use crate::generate::sampling::{Sampling, next_ids};
 use crate::io::Rng;
 use crate::model::config::token_ids;
 use crate::model::{CausalLm, KvCache};
@@ -122,13 +122,8 @@ pub fn generate(
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), device);
         let hidden = model.forward_hidden(tokens, Some(&mut cache)); // [1, len, hidden]
         let last = hidden.narrow(1, len - 1, 1); // [1, 1, hidden]
-        let logits = model.lm_head(last).reshape([vocab]);
-        let logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))?;
-        let next = request.sampling.pick(&logits, &mut rng);
+        let logits = model.lm_head(last).reshape([1, vocab]);
+        let next = next_ids(&request.sampling, logits, std::slice::from_mut(&mut rng))?[0];
         if request.stop_ids.contains(&next) {
             break;
         }

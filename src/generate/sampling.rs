@@ -2,6 +2,9 @@
 //! transformers applies its logits warpers, driven by a small seeded RNG so a seed reproduces a
 //! run on every platform.
 
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
 use crate::io::Rng;
 
 /// How to pick the next token.
@@ -28,16 +31,19 @@ impl Sampling {
         if self.temperature <= 0.0 {
             return argmax(logits);
         }
-        // (logit / T, id), most likely first.
+        // (logit / T, id), most likely first (ties by id, as a stable sort would leave them).
         let mut ranked: Vec<(f32, u32)> = logits
             .iter()
             .enumerate()
             .map(|(i, &l)| (l / self.temperature, i as u32))
             .collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        if self.top_k > 0 {
-            ranked.truncate(self.top_k.max(1));
+        let by_rank = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if self.top_k > 0 && self.top_k < ranked.len() {
+            // Only the k most likely need sorting: a partial selection, then k log k.
+            ranked.select_nth_unstable_by(self.top_k - 1, by_rank);
+            ranked.truncate(self.top_k);
         }
+        ranked.sort_unstable_by(by_rank);
         let max = ranked[0].0;
         let mut probs: Vec<f64> = ranked
             .iter()
@@ -68,6 +74,32 @@ impl Sampling {
         }
         ranked[probs.len() - 1].1
     }
+}
+
+/// The next token of each row of `logits` `[rows, vocab]`, row `r` sampled with `rngs[r]`.
+/// Greedy decoding picks on the device and reads back only the ids; sampling reads the logits.
+pub fn next_ids(sampling: &Sampling, logits: Tensor<2>, rngs: &mut [Rng]) -> Result<Vec<u32>> {
+    let read_error = |e| Error::Invalid(format!("reading the next tokens: {e:?}"));
+    if sampling.temperature <= 0.0 {
+        let ids: Vec<i64> = logits
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .map_err(read_error)?;
+        return Ok(ids.into_iter().map(|id| id as u32).collect());
+    }
+    let vocab = logits.dims()[1];
+    let values: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .map_err(read_error)?;
+    Ok(values
+        .chunks(vocab)
+        .zip(rngs)
+        .map(|(row, rng)| sampling.pick(row, rng))
+        .collect())
 }
 
 /// Index of the largest value (the first one on ties, as `torch.argmax`).
