@@ -9,8 +9,8 @@
 //!   chosen ones (`model::layout`). Both completions' first tokens are predicted by the prompt's
 //!   last position.
 //! - `max_tokens_per_batch` > 0: the segments (pairs, or single sequences) are packed into rows
-//!   of at most that many tokens, first fit by decreasing length, so no compute goes to padding
-//!   between them; a longer segment gets a row of its own.
+//!   of at most that many tokens (a longer segment sets the row length), choosing the row length
+//!   that pads the fewest positions, so little compute goes to padding.
 
 use std::sync::Arc;
 
@@ -141,18 +141,39 @@ fn segments<'a>(pairs: &[&'a TokenizedPair], share_prompt: bool) -> Vec<Segment<
     chosen.chain(rejected).collect()
 }
 
-/// `(row, start)` of each segment: one row each, or packed first fit by decreasing length into
-/// rows of at most `budget` tokens.
+/// `(row, start)` of each segment: one row each, or packed into rows of at most `budget` tokens
+/// (a longer segment sets the row length). Rows are padded to the fullest, so of the row lengths
+/// from the longest segment up to the budget (one per row count the tokens could fill), the
+/// packing takes the one whose first fit by decreasing length pads the fewest positions, the
+/// shorter on a tie (attention grows with the square of a row).
 fn assign_rows(lens: &[usize], budget: usize) -> Vec<(usize, usize)> {
     if budget == 0 {
         return (0..lens.len()).map(|i| (i, 0)).collect();
     }
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    let total: usize = lens.iter().sum();
+    let widest = budget.max(longest);
+    (1..=lens.len().max(1))
+        .map(|rows| first_fit(lens, total.div_ceil(rows).clamp(longest, widest)))
+        .min_by_key(|(at, fill)| {
+            (
+                fill * (at.iter().map(|a| a.0).max().unwrap_or(0) + 1),
+                *fill,
+            )
+        })
+        .map(|(at, _)| at)
+        .unwrap_or_default()
+}
+
+/// First fit by decreasing length into rows of `capacity` tokens: each segment's `(row, start)`
+/// and the fullest row's fill.
+fn first_fit(lens: &[usize], capacity: usize) -> (Vec<(usize, usize)>, usize) {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
     let mut fill: Vec<usize> = Vec::new();
     let mut at = vec![(0, 0); lens.len()];
     for i in order {
-        let row = match fill.iter().position(|&f| f + lens[i] <= budget) {
+        let row = match fill.iter().position(|&f| f + lens[i] <= capacity) {
             Some(row) => row,
             None => {
                 fill.push(0);
@@ -162,7 +183,7 @@ fn assign_rows(lens: &[usize], budget: usize) -> Vec<(usize, usize)> {
         at[i] = (row, fill[row]);
         fill[row] += lens[i];
     }
-    at
+    (at, fill.into_iter().max().unwrap_or(0))
 }
 
 /// Lays `pairs` out as `layout` says, padding with `pad_id` (row lengths rounded up to a bucket
@@ -315,11 +336,14 @@ mod tests {
     }
 
     #[test]
-    fn packing_is_first_fit_by_decreasing_length() {
-        // Budget 10: 12 gets a row of its own, 7 and 6 open rows 1 and 2, 4 fits after the 6,
-        // 3 after the 7.
+    fn packing_pads_the_fewest_positions() {
+        // The 12-token segment sets the row length: three rows of 12 (12 | 7 4 | 6 3).
         let at = assign_rows(&[3, 7, 6, 12, 4], 10);
-        assert_eq!(at, vec![(1, 7), (1, 0), (2, 0), (0, 0), (2, 6)]);
+        assert_eq!(at, vec![(2, 6), (1, 0), (2, 0), (0, 0), (1, 7)]);
+        // 12 tokens: 10 + 2 would pad to 20 positions; 6 + 6 and 4 + 4 + 4 pad none, and the
+        // shorter rows win.
+        let at = assign_rows(&[4, 4, 2, 2], 10);
+        assert_eq!(at, vec![(0, 0), (1, 0), (2, 0), (2, 2)]);
         assert_eq!(assign_rows(&[3, 7], 0), vec![(0, 0), (1, 0)]);
     }
 }

@@ -58,9 +58,10 @@ training_config! {
     /// same log-probs as two sequences; false = two right-padded rows per pair, as TRL).
     share_prompt: bool = true,
     /// Pack a micro-batch's sequences (whole pairs with `share_prompt`) into rows of at most this
-    /// many tokens, each restarting at position 0 and blind to the others, so no compute goes to
-    /// padding between them (0 = one row per sequence, padded to the longest).
-    max_tokens_per_batch: usize = 0,
+    /// many tokens, each restarting at position 0 and blind to the others, in the row length that
+    /// pads the fewest positions (never more than one row per sequence would; 0 = one row per
+    /// sequence, padded to the longest).
+    max_tokens_per_batch: usize = 2048,
     /// Storage of the frozen base weights: `auto` keeps a checkpoint in its own precision (lossless:
     /// bf16/f16, f16 for bf16 on GPUs without bf16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
     /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` for the projections, embeddings and head

@@ -13,57 +13,13 @@ use std::ops::Range;
 
 use burn::prelude::*;
 
+use super::kv_cache::LayerCache;
 use super::layout::{PackedRows, contiguous_mask};
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
 use crate::kernels::attention::Span;
 use crate::kernels::{blocked_attention, softmax_last};
-
-/// Keys and values seen so far by one layer, in buffers `[batch, kv_heads, capacity, head_dim]`
-/// whose first `len` positions are filled: a decoding step writes its keys and values in place
-/// (on flex and wgpu alike) instead of copying the whole cache into a longer one.
-#[derive(Debug, Clone, Default)]
-pub struct LayerCache {
-    buffers: Option<(Tensor<4>, Tensor<4>)>,
-    len: usize,
-}
-
-impl LayerCache {
-    /// Appends `k` and `v` `[batch, kv_heads, seq, head_dim]` and returns every key and value so
-    /// far, `[batch, kv_heads, len, head_dim]` views of the buffers. Buffers that are too short
-    /// are reallocated with room for at least `reserve` positions (and at least twice their
-    /// size, so an unknown length costs amortised constant copies).
-    fn append(&mut self, k: Tensor<4>, v: Tensor<4>, reserve: usize) -> (Tensor<4>, Tensor<4>) {
-        let [batch, heads, seq, hd] = k.dims();
-        let (start, end) = (self.len, self.len + seq);
-        let capacity = self.buffers.as_ref().map_or(0, |(b, _)| b.dims()[2]);
-        let (kb, vb) = match self.buffers.take() {
-            Some(buffers) if end <= capacity => buffers,
-            old => {
-                let capacity = end.max(reserve).max(2 * capacity);
-                let device = k.device();
-                let grow = |old: Option<Tensor<4>>| {
-                    let fresh = Tensor::zeros([batch, heads, capacity, hd], &device);
-                    match old {
-                        Some(old) if start > 0 => fresh.slice_assign(
-                            [0..batch, 0..heads, 0..start, 0..hd],
-                            old.narrow(2, 0, start),
-                        ),
-                        _ => fresh,
-                    }
-                };
-                let (ok, ov) = old.unzip();
-                (grow(ok), grow(ov))
-            }
-        };
-        let at = [0..batch, 0..heads, start..end, 0..hd];
-        let (kb, vb) = (kb.slice_assign(at.clone(), k), vb.slice_assign(at, v));
-        self.buffers = Some((kb.clone(), vb.clone()));
-        self.len = end;
-        (kb.narrow(2, 0, end), vb.narrow(2, 0, end))
-    }
-}
 
 /// What the layers of one kind share in one forward pass (see `model::layout`): the rotary
 /// tables of its positions, `cos`/`sin` `[1 or batch, 1, seq, head_dim]`, the additive mask

@@ -4,7 +4,8 @@
 
 use burn::prelude::*;
 
-use super::attention::{Attention, LayerCache, Positions};
+use super::attention::{Attention, Positions};
+use super::kv_cache::LayerCache;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 use crate::kernels::checkpoint::Recompute;

@@ -7,11 +7,12 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
-use super::attention::{Attention, AttentionShape, LayerCache, Positions};
+use super::attention::{Attention, AttentionShape, Positions};
 use super::block::{Block, FeedForwardNorms, LayerAt};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
 use super::embedding::EmbeddingTable;
+use super::kv_cache::{KvCache, LayerCache};
 use super::layout::PackedRows;
 use super::linear::{Linear, Weight};
 use super::mlp::Mlp;
@@ -23,25 +24,6 @@ use crate::error::Result;
 use crate::kernels::checkpoint::checkpointed;
 use crate::kernels::projection::blocks::BLOCK;
 use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
-
-/// Per-layer key/value caches plus the number of positions already processed.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    pub layers: Vec<LayerCache>,
-    pub len: usize,
-    /// Positions each layer's buffers are allocated for at first (they grow when exceeded).
-    pub reserve: usize,
-}
-
-impl KvCache {
-    /// An empty cache whose buffers will hold `positions` positions without growing.
-    pub fn with_capacity(positions: usize) -> Self {
-        Self {
-            reserve: positions,
-            ..Self::default()
-        }
-    }
-}
 
 /// A Llama-family causal LM.
 #[derive(Module, Debug)]

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embedding;
 pub mod init;
+pub mod kv_cache;
 pub mod layout;
 pub mod linear;
 pub mod logprobs;
@@ -19,8 +20,9 @@ pub mod quantized;
 pub mod rope;
 pub mod save;
 
-pub use causal_lm::{CausalLm, KvCache};
+pub use causal_lm::CausalLm;
 pub use config::{Architecture, ModelConfig};
+pub use kv_cache::KvCache;
 
 /// The files of a model directory besides its weights: what a Hub download fetches and what a
 /// written model copies from its source (each when present).

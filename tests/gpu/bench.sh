@@ -2,7 +2,8 @@
 # GPU figures for docs/performance.md, in one prepared run on an NVIDIA Linux machine with a Vulkan
 # driver and PyTorch (CUDA) + transformers + peft: `minordpo bench` through Vulkan (wgpu) at the
 # SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B shapes, with and without the memory and speed knobs
-# that exist (frozen precision f16 / f32 / q4, the fused LM head, blocked attention), the same training step in
+# that exist (frozen precision f16 / f32 / q4, the fused LM head, blocked attention, the prompt
+# computed once per pair against two rows per pair, per-layer recompute), the same training step in
 # PyTorch + PEFT on CUDA (tests/baselines/torch_dpo_step.py) for the side-by-side ratio, and the
 # demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should prefer the CPU.
 #
@@ -61,6 +62,8 @@ bench cpu-tiny --device cpu bench --preset tiny --batch-size 8 --seq-len 128
 bench wgpu-tiny --device wgpu bench --preset tiny --batch-size 8 --seq-len 128
 # Each shape with its pairs per step and tokens per sequence, and its variants.
 bench wgpu-smollm2-default --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256
+bench wgpu-smollm2-two-rows --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --share-prompt false
+bench wgpu-smollm2-recompute --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --gradient-checkpointing
 bench wgpu-smollm2-f32 --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --frozen-precision f32
 bench wgpu-smollm2-q4 --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --frozen-precision q4
 bench wgpu-smollm2-plain-head --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --logprob-chunk 0
@@ -69,9 +72,11 @@ run torch-cuda-smollm2 "$PY" tests/baselines/torch_dpo_step.py 4 256 3 --preset 
 bench wgpu-qwen-default --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512
 bench wgpu-qwen-q4 --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --frozen-precision q4
 bench wgpu-qwen-plain-attention --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --attention-block 0
+bench wgpu-qwen-recompute --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --gradient-checkpointing
 run torch-cuda-qwen "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset qwen2.5-0.5b --device cuda --dtype bf16
 bench wgpu-llama-default --device wgpu bench --preset llama-3.2-1b --batch-size 1 --seq-len 512
 bench wgpu-llama-q4 --device wgpu bench --preset llama-3.2-1b --batch-size 1 --seq-len 512 --frozen-precision q4
+bench wgpu-llama-q4-recompute --device wgpu bench --preset llama-3.2-1b --batch-size 1 --seq-len 512 --frozen-precision q4 --gradient-checkpointing
 run torch-cuda-llama "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset llama-3.2-1b --device cuda --dtype bf16
 bench cpu-smollm2 --device cpu bench --preset smollm2-135m --batch-size 4 --seq-len 256
 
