@@ -106,24 +106,26 @@ impl Dims {
             mask_rows,
         }
     }
+
+    /// `[batch, heads, group, n, last]`: `n` positions of each query head of a group apart.
+    fn by_head(&self, n: usize, last: usize) -> Shape {
+        Shape::new([self.batch, self.heads, self.group, n, last])
+    }
+
+    /// `[batch, heads, group·n, last]`: the group's query heads folded into the rows.
+    fn folded(&self, n: usize, last: usize) -> Shape {
+        Shape::new([self.batch, self.heads, self.group * n, last])
+    }
 }
 
 /// The queries (or their gradient) of `span` from `[batch, heads, group·seq, d]`:
 /// `[batch, heads, group·n, d]`.
 fn span_queries<B: Backend>(t: &FloatTensor<B>, dims: Dims, span: Span) -> FloatTensor<B> {
-    let Dims {
-        batch,
-        heads,
-        group,
-        seq,
-        d,
-        ..
-    } = dims;
     let (start, end) = span.queries;
     let all = Slice::from(..);
-    let t = B::float_reshape(t.clone(), Shape::new([batch, heads, group, seq, d]));
+    let t = B::float_reshape(t.clone(), dims.by_head(dims.seq, dims.d));
     let t = B::float_slice(t, &[all, all, all, Slice::from(start..end), all]);
-    B::float_reshape(t, Shape::new([batch, heads, group * (end - start), d]))
+    B::float_reshape(t, dims.folded(end - start, dims.d))
 }
 
 /// The keys (or values) of `span`: `[batch, heads, span keys, d]`.
@@ -143,13 +145,6 @@ fn span_probs<B: LeanActivationOps>(
     dims: Dims,
     span: Span,
 ) -> FloatTensor<B> {
-    let Dims {
-        batch,
-        heads,
-        group,
-        mask_rows,
-        ..
-    } = dims;
     let (n, keys) = (span.queries.1 - span.queries.0, span.keys.1 - span.keys.0);
     let mask_s = B::float_slice(
         mask.clone(),
@@ -159,38 +154,23 @@ fn span_probs<B: LeanActivationOps>(
             Slice::from(span.keys.0..span.keys.1),
         ],
     );
-    let mask_s = B::float_reshape(mask_s, Shape::new([mask_rows, 1, 1, n, keys]));
+    let mask_s = B::float_reshape(mask_s, Shape::new([dims.mask_rows, 1, 1, n, keys]));
     let scores = B::float_matmul(q_s, B::float_swap_dims(k_s.clone(), 2, 3));
-    let scores = B::float_reshape(scores, Shape::new([batch, heads, group, n, keys]));
-    let scores = B::float_add(scores, mask_s);
-    B::softmax_last(B::float_reshape(
-        scores,
-        Shape::new([batch, heads, group * n, keys]),
-    ))
+    let scores = B::float_add(B::float_reshape(scores, dims.by_head(n, keys)), mask_s);
+    B::softmax_last(B::float_reshape(scores, dims.folded(n, keys)))
 }
 
 /// Per-span `[batch, heads, group·n, d]` results put back in query order: `[batch, heads,
 /// group·seq, d]`.
 fn join_spans<B: Backend>(parts: Vec<FloatTensor<B>>, dims: Dims) -> FloatTensor<B> {
-    let Dims {
-        batch,
-        heads,
-        group,
-        seq,
-        d,
-        ..
-    } = dims;
     let parts = parts
         .into_iter()
         .map(|part| {
-            let n = part.shape()[2] / group;
-            B::float_reshape(part, Shape::new([batch, heads, group, n, d]))
+            let n = part.shape()[2] / dims.group;
+            B::float_reshape(part, dims.by_head(n, dims.d))
         })
         .collect();
-    B::float_reshape(
-        B::float_cat(parts, 3),
-        Shape::new([batch, heads, group * seq, d]),
-    )
+    B::float_reshape(B::float_cat(parts, 3), dims.folded(dims.seq, dims.d))
 }
 
 /// The forward, span by span: `softmax(q_s·k_sᵀ + mask_s)·v_s` `[batch, heads, group·seq, d]`.

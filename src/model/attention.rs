@@ -55,29 +55,30 @@ impl Positions {
     /// The tables of `rope` for the new positions `new` of every row (those before `new.start`
     /// are cached) and their causal mask.
     pub fn new(rope: &Rope, new: Range<usize>, shape: AttentionShape, device: &Device) -> Self {
-        let (cos, sin) = rope.tables(new.start, new.len(), device);
-        let (mask, spans) = contiguous_mask(new.start, new.len(), shape.window, shape.span_len());
-        let total = new.end;
-        let mask = Tensor::from_data(TensorData::new(mask, [1, new.len(), total]), device);
-        Self {
-            cos,
-            sin,
-            mask,
-            spans,
-            blocked: shape.block > 0,
-        }
+        let tables = rope.tables(new.start, new.len(), device);
+        let mask = contiguous_mask(new.start, new.len(), shape.window, shape.span_len());
+        Self::from_parts(tables, (mask, [1, new.len(), new.end]), shape, device)
     }
 
     /// The tables and masks of packed rows (each row with its own).
     pub fn packed(rope: &Rope, rows: &PackedRows, shape: AttentionShape, device: &Device) -> Self {
         let [batch, seq] = rows.dims();
-        let (cos, sin) = rope.tables_at(&rows.positions(), [batch, seq], device);
-        let (mask, spans) = rows.mask(shape.window, shape.span_len());
-        let mask = Tensor::from_data(TensorData::new(mask, [batch, seq, seq]), device);
+        let tables = rope.tables_at(&rows.positions(), [batch, seq], device);
+        let mask = rows.mask(shape.window, shape.span_len());
+        Self::from_parts(tables, (mask, [batch, seq, seq]), shape, device)
+    }
+
+    /// The rotary tables, the mask's values and spans with its dims, and the attention shape.
+    fn from_parts(
+        (cos, sin): (Tensor<4>, Tensor<4>),
+        ((mask, spans), dims): ((Vec<f32>, Vec<Span>), [usize; 3]),
+        shape: AttentionShape,
+        device: &Device,
+    ) -> Self {
         Self {
             cos,
             sin,
-            mask,
+            mask: Tensor::from_data(TensorData::new(mask, dims), device),
             spans,
             blocked: shape.block > 0,
         }
