@@ -155,6 +155,26 @@ fn blocked_attention_trains_like_plain_attention() {
     assert_metrics_close(&a, &b, &["loss", "grad_norm", "rewards/margins"], 1e-5);
 }
 
+/// Runs laid out as TRL lays them (two padded rows per pair, no packing) and with every decoder
+/// layer recomputed in the backward (the default layout: prompts once, packed) train alike: the
+/// same losses, gradient norms and margins step after step (sigmoid DPO, as above).
+#[test]
+fn layouts_and_recomputed_layers_train_alike() {
+    let (two_rows, recomputed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = [&["--max-steps", "4", "--loss", "sigmoid"][..], &QUICK].concat();
+    let trl_layout = ["--share-prompt", "false", "--max-tokens-per-batch", "0"];
+    train(two_rows.path(), &[&args[..], &trl_layout].concat());
+    train(
+        recomputed.path(),
+        &[&args[..], &["--gradient-checkpointing", "true"]].concat(),
+    );
+    let (a, b) = (metrics(two_rows.path()), metrics(recomputed.path()));
+    assert_eq!(a.len(), 4);
+    assert_metrics_close(&a, &b, &["loss", "grad_norm", "rewards/margins"], 1e-5);
+    let ron = std::fs::read_to_string(recomputed.path().join("config.ron")).unwrap();
+    assert!(ron.contains("gradient_checkpointing: true"), "{ron}");
+}
+
 #[test]
 fn accumulating_eight_micro_batches_equals_one_batch_of_eight() {
     // Eight pairs: the four fixture rows and four variations of them.

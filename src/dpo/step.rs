@@ -18,13 +18,15 @@ pub fn sequence_logps(model: &CausalLm, batch: &PairBatch, chunk: usize) -> Tens
     let [rows, t] = batch.tokens.dims();
     let device = batch.tokens.device();
     let sequences = Tensor::zeros([2 * batch.pairs], &device);
-    if batch.labels.dims()[0] == 0 {
-        return sequences;
-    }
     let hidden = match &batch.packed {
         Some(packed) => model.forward_packed(batch.tokens.clone(), packed),
         None => model.forward_hidden(batch.tokens.clone(), None),
     }; // [rows, T, H]
+    if batch.labels.dims()[0] == 0 {
+        // No completion token has a prediction (empty prompts and one-token answers): zeros, on
+        // the graph like any other result.
+        return sequences + hidden.sum() * 0.0;
+    }
     let h = hidden.dims()[2];
     // [N, H]: a prompt's last position appears twice when two completions share it.
     let predictors = hidden

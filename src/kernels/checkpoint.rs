@@ -5,11 +5,12 @@
 //! So a step keeps one `[batch, seq, hidden]` input per layer instead of every activation of
 //! every layer; the layers' own activations exist one layer at a time, in the backward. The cost
 //! is one more forward per layer. The recompute is a nested backward on a graph of its own (Burn's
-//! graph mutex is per graph, so a step may run one): its input is a fresh leaf holding the kept
-//! input, the piece's trained parameters are the piece's own leaves, and their gradients are
-//! moved into the outer backward's gradients, where the optimizer finds them as if the piece had
-//! run in the outer graph. LoRA dropout draws the same masks both times: the piece's forward
-//! seeds the device with a seed of its own and the recompute seeds it again.
+//! graph mutex is per graph, so a step may run one): its input and the piece's trained
+//! parameters are fresh leaves holding the kept values (the recompute must not reach the outer
+//! graph's leaves, whose mutex the outer backward holds), and their gradients are moved into the
+//! outer backward's gradients under the parameters' own nodes, where the optimizer finds them as
+//! if the piece had run in the outer graph. LoRA dropout draws the same masks both times: the
+//! piece's forward seeds the device with a seed of its own and the recompute seeds it again.
 //!
 //! This is plumbing below Burn's `Tensor` API (the outer node is an `autodiff` backward step over
 //! each backend's primitives), so the three backends are matched by hand in [`Concrete`].
@@ -46,6 +47,7 @@ pub trait Recompute: Clone + Send + Sync + fmt::Debug + 'static {
     /// `x` `[batch, seq, hidden]` → the piece's output; tracked when `x` or the module's trained
     /// parameters are.
     fn forward(&self, x: Tensor<3>) -> Tensor<3>;
+    /// The module the forward runs.
     fn module(&self) -> &Self::Module;
     /// The same piece over another copy of its module.
     fn with_module(&self, module: Self::Module) -> Self;
