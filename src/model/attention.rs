@@ -102,14 +102,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x` `[batch, seq, hidden]` at positions `at`, extending the K/V cache `kv` when given
-    /// (reserving `reserve` positions when it allocates) → `[batch, seq, hidden]`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        at: &Positions,
-        kv: Option<(&mut LayerCache, usize)>,
-    ) -> Tensor<3> {
+    /// `x` `[batch, seq, hidden]` at positions `at`, extending the K/V cache `kv` when given →
+    /// `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = h / kvh;
@@ -132,7 +127,7 @@ impl Attention {
         let v = v.swap_dims(1, 2);
 
         let (k, v) = match kv {
-            Some((cache, reserve)) => cache.append(k, v, reserve),
+            Some(cache) => cache.append(k, v),
             None => (k, v),
         };
         let total = k.dims()[2];

@@ -30,14 +30,9 @@ pub struct FeedForwardNorms {
 }
 
 impl Block {
-    /// `[batch, seq, hidden]` at positions `at` (with the layer's K/V cache `kv` and the
-    /// positions it reserves) → `[batch, seq, hidden]`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        at: &Positions,
-        kv: Option<(&mut LayerCache, usize)>,
-    ) -> Tensor<3> {
+    /// `[batch, seq, hidden]` at positions `at` (with the layer's K/V cache `kv`) →
+    /// `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, at: &Positions, kv: Option<&mut LayerCache>) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
         let attn = self.self_attn.forward(normed, at, kv);
         match &self.feedforward_norms {

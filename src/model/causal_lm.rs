@@ -12,7 +12,7 @@ use super::block::{Block, FeedForwardNorms, LayerAt};
 use super::checkpoint::{Checkpoint, WeightSource};
 use super::config::{LayerKind, ModelConfig};
 use super::embedding::EmbeddingTable;
-use super::kv_cache::{KvCache, LayerCache};
+use super::kv_cache::KvCache;
 use super::layout::PackedRows;
 use super::linear::{Linear, Weight};
 use super::mlp::Mlp;
@@ -231,10 +231,8 @@ impl CausalLm {
         let device = tokens.device();
         let [_, seq] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        if let Some(cache) = cache.as_deref_mut()
-            && cache.layers.len() != self.layers.len()
-        {
-            cache.layers = vec![LayerCache::default(); self.layers.len()];
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.ensure_layers(self.layers.len());
         }
         let new = past..past + seq;
         let positions = |rope: &Rope, shape| Positions::new(rope, new.clone(), shape, &device);
@@ -289,7 +287,7 @@ impl CausalLm {
             };
             let at = &by_kind[at].1;
             x = match cache.as_deref_mut() {
-                Some(c) => layer.forward(x, at, Some((&mut c.layers[i], c.reserve))),
+                Some(c) => layer.forward(x, at, Some(&mut c.layers[i])),
                 None if self.gradient_checkpointing => {
                     let piece = LayerAt {
                         layer: layer.clone(),

@@ -20,6 +20,18 @@ impl KvCache {
             ..Self::default()
         }
     }
+
+    /// Makes sure there is one layer cache per decoder layer (empty ones, reserving
+    /// [`Self::reserve`] positions, when the count differs).
+    pub(super) fn ensure_layers(&mut self, layers: usize) {
+        if self.layers.len() != layers {
+            let empty = LayerCache {
+                reserve: self.reserve,
+                ..LayerCache::default()
+            };
+            self.layers = vec![empty; layers];
+        }
+    }
 }
 
 /// Keys and values seen so far by one layer, in buffers `[batch, kv_heads, capacity, head_dim]`
@@ -29,26 +41,23 @@ impl KvCache {
 pub struct LayerCache {
     buffers: Option<(Tensor<4>, Tensor<4>)>,
     len: usize,
+    /// Positions the buffers are allocated for at first.
+    reserve: usize,
 }
 
 impl LayerCache {
     /// Appends `k` and `v` `[batch, kv_heads, seq, head_dim]` and returns every key and value so
     /// far, `[batch, kv_heads, len, head_dim]` views of the buffers. Buffers that are too short
-    /// are reallocated with room for at least `reserve` positions (and at least twice their
+    /// are reallocated with room for at least the reserved positions (and at least twice their
     /// size, so an unknown length costs amortised constant copies).
-    pub(super) fn append(
-        &mut self,
-        k: Tensor<4>,
-        v: Tensor<4>,
-        reserve: usize,
-    ) -> (Tensor<4>, Tensor<4>) {
+    pub(super) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let [batch, heads, seq, hd] = k.dims();
         let (start, end) = (self.len, self.len + seq);
         let capacity = self.buffers.as_ref().map_or(0, |(b, _)| b.dims()[2]);
         let (kb, vb) = match self.buffers.take() {
             Some(buffers) if end <= capacity => buffers,
             old => {
-                let capacity = end.max(reserve).max(2 * capacity);
+                let capacity = end.max(self.reserve).max(2 * capacity);
                 let device = k.device();
                 let grow = |old: Option<Tensor<4>>| {
                     let fresh = Tensor::zeros([batch, heads, capacity, hd], &device);

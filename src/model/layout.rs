@@ -196,6 +196,10 @@ fn spans(first_key: &[usize], past: usize, span_len: usize) -> Vec<Span> {
 mod tests {
     use super::*;
 
+    fn span(queries: (usize, usize), keys: (usize, usize)) -> Span {
+        Span { queries, keys }
+    }
+
     fn visible_keys(mask: &[f32], keys: usize, query: usize) -> Vec<usize> {
         (0..keys)
             .filter(|&j| mask[query * keys + j] == 0.0)
@@ -219,18 +223,9 @@ mod tests {
         assert_eq!(
             spans,
             vec![
-                Span {
-                    queries: (0, 4),
-                    keys: (0, 4)
-                },
-                Span {
-                    queries: (4, 8),
-                    keys: (0, 8)
-                },
-                Span {
-                    queries: (8, 9),
-                    keys: (8, 9)
-                },
+                span((0, 4), (0, 4)),
+                span((4, 8), (0, 8)),
+                span((8, 9), (8, 9)),
             ]
         );
     }
@@ -244,13 +239,7 @@ mod tests {
         let (mask, spans) = rows.mask(Some(2), 3);
         assert_eq!(visible_keys(&mask, 7, 3), vec![3]);
         assert_eq!(visible_keys(&mask, 7, 6), vec![5, 6]);
-        assert_eq!(
-            spans[1],
-            Span {
-                queries: (3, 6),
-                keys: (3, 6)
-            }
-        );
+        assert_eq!(spans[1], span((3, 6), (3, 6)));
         // A window over a shared prompt counts positions, not indices: each rejected token sees
         // the last two positions of its own sequence `[p p p | r r]`.
         let mut pair = PackedRows::new(1, 7);
@@ -266,18 +255,6 @@ mod tests {
         let (mask, spans) = contiguous_mask(2, 3, Some(3), 2);
         assert_eq!(visible_keys(&mask, 5, 0), vec![0, 1, 2]);
         assert_eq!(visible_keys(&mask, 5, 2), vec![2, 3, 4]);
-        assert_eq!(
-            spans,
-            vec![
-                Span {
-                    queries: (0, 2),
-                    keys: (0, 4)
-                },
-                Span {
-                    queries: (2, 3),
-                    keys: (2, 5)
-                },
-            ]
-        );
+        assert_eq!(spans, vec![span((0, 2), (0, 4)), span((2, 3), (2, 5)),]);
     }
 }
