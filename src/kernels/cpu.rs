@@ -1,6 +1,6 @@
 //! Fused element-wise and row-wise kernels for the CPU backend (flex, f32): SwiGLU and its two
-//! gradients, the softmax and its gradient, RMSNorm and its gradient, the log-prob rows of the
-//! fused LM head, and widening bf16 weights to f32.
+//! gradients, the softmax and its gradient (also the row work of the attention spans), RMSNorm and
+//! its gradient, the log-prob rows of the fused LM head, and widening bf16 weights to f32.
 //!
 //! Flex runs each element-wise op as its own single-threaded pass with libm's scalar `expf` (a
 //! profile of a training step put 9% of the time in `expf` alone). These kernels do each job in one
@@ -143,32 +143,28 @@ multiversion! {
 }
 
 multiversion! {
-    /// Softmax backward over rows of `width`: `out = y · (g − Σ g·y)`.
-    fn softmax_grad_rows(y: &[f32], grad: &[f32], out: &mut [f32], width: usize) {
-        for ((o, y), g) in out
-            .chunks_exact_mut(width)
-            .zip(y.chunks_exact(width))
-            .zip(grad.chunks_exact(width))
-        {
+    /// Softmax backward over rows of `width`, in place: `g ← y · (g − Σ g·y)`.
+    fn softmax_grad_rows(y: &[f32], grad: &mut [f32], width: usize) {
+        for (g, y) in grad.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
             let dot = lane_sum(y, g, |a, b| a * b);
-            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                *o = y * (g - dot);
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = y * (*g - dot);
             }
         }
     }
 }
 
 multiversion! {
-    /// Softmax over rows of `width`.
-    fn softmax_rows(x: &[f32], out: &mut [f32], width: usize) {
-        for (o, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-            let max = lane_max(x);
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = fast_exp(x - max);
+    /// Softmax over rows of `width`, in place.
+    fn softmax_rows(rows: &mut [f32], width: usize) {
+        for row in rows.chunks_exact_mut(width) {
+            let max = lane_max(row);
+            for x in row.iter_mut() {
+                *x = fast_exp(*x - max);
             }
-            let inv = 1.0 / lane_sum(o, o, |e, _| e);
-            for o in o.iter_mut() {
-                *o *= inv;
+            let inv = 1.0 / lane_sum(row, row, |e, _| e);
+            for x in row.iter_mut() {
+                *x *= inv;
             }
         }
     }
@@ -255,12 +251,9 @@ fn whole_rows(width: usize) -> usize {
 /// Softmax over the last dimension.
 pub fn softmax(x: &FlexTensor) -> FlexTensor {
     let width = *x.shape().last().expect("at least one dimension");
-    let xv = values(x);
-    let mut out = vec![0.0f32; xv.len()];
-    let rows_per_task = whole_rows(width);
-    out.par_chunks_mut(rows_per_task)
-        .zip(xv.par_chunks(rows_per_task))
-        .for_each(|(o, x)| softmax_rows(x, o, width));
+    let mut out = values(x).into_owned();
+    out.par_chunks_mut(whole_rows(width))
+        .for_each(|rows| softmax_rows(rows, width));
     tensor(out, x)
 }
 
@@ -358,15 +351,12 @@ fn widen_bf16(halves: &[half::bf16], shape: Shape) -> FlexTensor {
 /// Softmax backward over the last dimension of `y` (the softmax output) and `grad`.
 pub fn softmax_grad(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let width = *y.shape().last().expect("at least one dimension");
-    let (yv, gv) = (values(y), values(grad));
-    let mut out = vec![0.0f32; yv.len()];
+    let yv = values(y);
+    let mut out = values(grad).into_owned();
     let rows_per_task = whole_rows(width);
     out.par_chunks_mut(rows_per_task)
-        .zip(
-            yv.par_chunks(rows_per_task)
-                .zip(gv.par_chunks(rows_per_task)),
-        )
-        .for_each(|(o, (y, g))| softmax_grad_rows(y, g, o, width));
+        .zip(yv.par_chunks(rows_per_task))
+        .for_each(|(g, y)| softmax_grad_rows(y, g, width));
     tensor(out, y)
 }
 

@@ -1,6 +1,7 @@
 //! Custom operations, one folder or file per op:
-//! - `attention.rs`: memory-efficient attention (the backward keeps `q`, `k`, `v`, not the
-//!   probabilities, and recomputes them a block of query rows at a time);
+//! - `attention/`: memory-efficient attention (the backward keeps `q`, `k`, `v`, not the
+//!   probabilities, and recomputes them a span of query rows at a time): fused CPU kernels on flex
+//!   (`cpu.rs`), FlashAttention-2-style WGSL kernels on wgpu (`wgsl.rs`), tensor ops elsewhere;
 //! - `logprobs/`: the fused, chunked LM head + log-prob (`log p(target)` per position without ever
 //!   holding the whole `[positions, vocab]` logits, forward or backward): a shared chunked driver
 //!   (`rows`), WGSL kernels for the row-wise part on wgpu (`wgsl_rows`, sources in `shaders/`) and
@@ -10,7 +11,8 @@
 //!   (`projection/gemm.rs`; blocks widened a tile at a time, `projection/blocks_cpu.rs`) and with a
 //!   WGSL kernel widening blocks on wgpu;
 //! - `activations.rs`: SwiGLU and the attention softmax, `rms_norm.rs`: RMSNorm with a frozen
-//!   weight, as single operations that keep less for the backward;
+//!   weight, as single operations that keep less for the backward; `rope.rs`: the rotary embedding
+//!   as one pass (seven ops before);
 //! - `checkpoint.rs`: activation checkpointing (a decoder layer run again in the backward from
 //!   its kept input, through a nested backward on a graph of its own);
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
@@ -27,12 +29,14 @@ mod cpu;
 pub mod logprobs;
 pub mod projection;
 pub mod rms_norm;
+pub mod rope;
 
 pub use activations::{softmax_last, swiglu};
 pub use attention::blocked_attention;
 pub use logprobs::linear_logprobs;
 pub use projection::{frozen_matmul, lora_matmul};
 pub use rms_norm::rms_norm;
+pub use rope::rope;
 
 /// The `(start, end)` ranges of `rows` rows taken `chunk` at a time (at least one per chunk): the
 /// chunks of the log-prob op and the query blocks of attention.

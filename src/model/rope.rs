@@ -99,13 +99,10 @@ impl Rope {
         )
     }
 
-    /// Rotates `x` `[batch, heads, seq, head_dim]` with tables from [`Rope::tables`].
+    /// Rotates `x` `[batch, heads, seq, head_dim]` with tables from [`Rope::tables`] or
+    /// [`Rope::tables_at`] (`kernels::rope`: one pass on the CPU).
     pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone() + rotated * sin.clone()
+        crate::kernels::rope(x, cos.clone(), sin.clone())
     }
 
     /// The inverse frequencies (for tests).

@@ -15,10 +15,10 @@ use burn::tensor::{DType, TensorData};
 const PARALLEL_MACS: usize = 192 * 192 * 192;
 
 /// A 2-D f32 matrix as `gemm` reads it: its first element and its (row, column) strides.
-pub(super) struct Operand<'a> {
+pub(crate) struct Operand<'a> {
     ptr: *const f32,
-    pub(super) rows: usize,
-    pub(super) cols: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     row_stride: isize,
     col_stride: isize,
     _borrow: PhantomData<&'a [f32]>,
@@ -27,7 +27,7 @@ pub(super) struct Operand<'a> {
 impl<'a> Operand<'a> {
     /// The `[rows, cols]` matrix of `data` whose element `(i, j)` is
     /// `data[offset + i·row_stride + j·col_stride]`; panics unless every element is in bounds.
-    pub(super) fn strided(
+    pub(crate) fn strided(
         data: &'a [f32],
         offset: usize,
         [rows, cols]: [usize; 2],
@@ -101,22 +101,39 @@ pub fn matmul_add(
     FlexTensor::from_data(TensorData::new(out, [m, n]))
 }
 
-pub(super) fn operand(t: &FlexTensor) -> Operand<'_> {
+pub(crate) fn operand(t: &FlexTensor) -> Operand<'_> {
     Operand::of(t).unwrap_or_else(|| panic!("matmul_add: expected a 2-D f32 matrix, got {t:?}"))
 }
 
-/// `dst[m, b.cols] (+)= a · b`, `dst` row-major with rows `n` elements apart (`n ≥ b.cols`). An
-/// empty inner dimension writes zeros.
+/// `dst[m, b.cols] (+)= a · b`, `dst` row-major with rows `n` elements apart (`n ≥ b.cols`),
+/// on several threads when the product is large enough. An empty inner dimension writes zeros.
 ///
 /// # Safety
 /// `dst` must be valid for writes (and reads when `accumulate`) of `b.cols` elements at each of
 /// `a.rows` rows `n` apart.
-pub(super) unsafe fn product_into(
+pub(crate) unsafe fn product_into(
     dst: *mut f32,
     n: usize,
     a: &Operand,
     b: &Operand,
     accumulate: bool,
+) {
+    let macs = a.rows.saturating_mul(b.cols).saturating_mul(a.cols);
+    unsafe { product_on(dst, n, a, b, accumulate, macs >= PARALLEL_MACS) }
+}
+
+/// [`product_into`] on the calling thread only (`threaded` false), for callers that already
+/// run one product per thread.
+///
+/// # Safety
+/// As [`product_into`].
+pub(crate) unsafe fn product_on(
+    dst: *mut f32,
+    n: usize,
+    a: &Operand,
+    b: &Operand,
+    accumulate: bool,
+    threaded: bool,
 ) {
     let (m, k, cols) = (a.rows, a.cols, b.cols);
     if k == 0 {
@@ -127,7 +144,7 @@ pub(super) unsafe fn product_into(
         }
         return;
     }
-    let parallelism = if m.saturating_mul(cols).saturating_mul(k) >= PARALLEL_MACS {
+    let parallelism = if threaded {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -11,14 +11,21 @@
 //! (`model::layout`): causal attention skips the upper triangle, packed rows skip the other
 //! segments, sliding windows skip what lies behind them. So no pass holds more than
 //! `[batch, heads, span, keys]` scores, and no product runs over keys masked for a whole span.
-//! FlashAttention keeps each row's log-sum-exp to skip the softmax's max and sum in the
-//! recompute; here the softmax and its gradient are the lean ops of `activations.rs` (one fused,
-//! threaded pass each on flex), so the recompute is one pass over a span that is in cache, and
-//! nothing per row is kept at all. The mask is additive (every query must see a key) and shared
-//! by the `group` query heads of a K/V head: GQA comes folded into the rows as `model::attention`
-//! lays it out (`[batch, kv_heads, group·seq, d]`), so K/V are never repeated. The spans are
-//! tensor ops on every backend (flex, ndarray, wgpu); a fused kernel that never writes a span's
-//! scores to memory is not written yet.
+//! The mask is additive (every query must see a key) and shared by the `group` query heads of a
+//! K/V head: GQA comes folded into the rows as `model::attention` lays it out (`[batch, kv_heads,
+//! group·seq, d]`), so K/V are never repeated.
+//!
+//! Three implementations of the same op, checked against the whole matrix (values and the three
+//! gradients within 1e-5) on their backends:
+//! - flex: fused CPU kernels (`cpu.rs`): one task per span of each query head, `gemm` on strided
+//!   operands, the mask, softmax and its gradient in place in a cache-sized scratch;
+//! - wgpu: WGSL kernels (`wgsl.rs`, `shaders/attention_*.wgsl`) in FlashAttention-2's form: the
+//!   forward never writes a score to memory (online softmax), the backward keeps each row's
+//!   log-sum-exp and `rowsum(∂o ⊙ o)` and splits into a query kernel and a key kernel;
+//! - everything else (ndarray; other dtypes, or heads over 256 on wgpu): the tensor ops below,
+//!   span by span (`forward`, `gradients`), the softmax and its gradient through
+//!   `activations.rs`. FlashAttention's log-sum-exp only saves the recompute's max and sum, which
+//!   these passes over a span in cache do anyway, so nothing per row is kept here.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
@@ -36,6 +43,9 @@ use burn::tensor::Slice;
 
 use super::activations::{LeanActivationGradOps, LeanActivationOps};
 use super::autodiff;
+
+mod cpu;
+mod wgsl;
 
 /// Query positions `queries.0..queries.1` and the keys `keys.0..keys.1` any of them may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +235,7 @@ fn add_span_keys<B: Backend>(
 fn gradients<B: LeanActivationOps + LeanActivationGradOps>(
     (q, k, v, mask, spans): Kept<B>,
     grad: FloatTensor<B>,
-) -> [FloatTensor<B>; 3] {
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let dims = Dims::of::<B>(&q, &mask);
     let device = k.device();
     let dtype = k.dtype().into();
@@ -253,10 +263,26 @@ fn gradients<B: LeanActivationOps + LeanActivationGradOps>(
         dk = add_span_keys::<B>(dk, dk_s, span);
         dq.push(B::float_matmul(dscores, k_s));
     }
-    [join_spans::<B>(dq, dims), dk, dv]
+    (join_spans::<B>(dq, dims), dk, dv)
 }
 
-macro_rules! impl_blocks {
+/// Its backward, run on the inner backend.
+#[backend_extension(Cube, Fusion, Flex, NdArray)]
+pub trait BlockedAttentionGradOps: Backend {
+    /// `(∂q, ∂k, ∂v)` of [`BlockedAttentionOps::blocked_attention`] given the output gradient
+    /// `grad` `[batch, heads, group·seq, d]`.
+    #[fusion(meta = |q, k, v, _mask, _spans, _grad| (q.clone(), k.clone(), v.clone()))]
+    fn blocked_attention_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+macro_rules! impl_tensor_ops {
     ($backend:ty) => {
         impl BlockedAttentionOps for $backend {
             fn blocked_attention(
@@ -269,16 +295,95 @@ macro_rules! impl_blocks {
                 forward::<Self>(q, k, v, mask, &spans)
             }
         }
+
+        impl BlockedAttentionGradOps for $backend {
+            fn blocked_attention_grads(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                mask: FloatTensor<Self>,
+                spans: Vec<Span>,
+                grad: FloatTensor<Self>,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                gradients::<Self>((q, k, v, mask, spans), grad)
+            }
+        }
     };
 }
 
-impl_blocks!(NdArray);
-impl_blocks!(CubeBackend);
-impl_blocks!(Flex);
+impl_tensor_ops!(NdArray);
+
+/// wgpu: the WGSL kernels of `wgsl.rs` for f32 heads of up to 256; tensor ops otherwise.
+impl BlockedAttentionOps for CubeBackend {
+    fn blocked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+    ) -> FloatTensor<Self> {
+        if wgsl::supports(&q, &k, &v, &mask) {
+            wgsl::forward(q, k, v, mask, &spans)
+        } else {
+            forward::<Self>(q, k, v, mask, &spans)
+        }
+    }
+}
+
+impl BlockedAttentionGradOps for CubeBackend {
+    fn blocked_attention_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if wgsl::supports(&q, &k, &v, &mask) {
+            wgsl::gradients((q, k, v), mask, &spans, grad)
+        } else {
+            gradients::<Self>((q, k, v, mask, spans), grad)
+        }
+    }
+}
+
+/// Flex: the fused CPU kernel of `cpu.rs` for f32; tensor ops otherwise.
+impl BlockedAttentionOps for Flex {
+    fn blocked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+    ) -> FloatTensor<Self> {
+        if cpu::supports(&[&q, &k, &v], &mask) {
+            cpu::forward(&q, &k, &v, &mask, &spans)
+        } else {
+            forward::<Self>(q, k, v, mask, &spans)
+        }
+    }
+}
+
+impl BlockedAttentionGradOps for Flex {
+    fn blocked_attention_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if cpu::supports(&[&q, &k, &v, &grad], &mask) {
+            cpu::gradients((&q, &k, &v), &mask, &spans, &grad)
+        } else {
+            gradients::<Self>((q, k, v, mask, spans), grad)
+        }
+    }
+}
 
 impl<B, C> BlockedAttentionOps for Autodiff<B, C>
 where
-    B: BlockedAttentionOps + LeanActivationOps + LeanActivationGradOps,
+    B: BlockedAttentionOps + BlockedAttentionGradOps,
     C: CheckpointStrategy,
 {
     /// The backward keeps `q`, `k`, `v`, the mask and the spans.
@@ -294,12 +399,18 @@ where
         autodiff::op::<B, C, _, 3>(
             [q, k, v],
             |[q, k, v]| {
-                let out = forward::<B>(q.clone(), k.clone(), v.clone(), mask.clone(), &spans);
+                let out = B::blocked_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    mask.clone(),
+                    spans.clone(),
+                );
                 (out, (q, k, v, mask, spans))
             },
-            |[q, k, v]| forward::<B>(q, k, v, untracked.0, &untracked.1),
-            |kept, grad, [need_q, need_k, need_v]| {
-                let [dq, dk, dv] = gradients::<B>(kept, grad);
+            |[q, k, v]| B::blocked_attention(q, k, v, untracked.0, untracked.1),
+            |(q, k, v, mask, spans), grad, [need_q, need_k, need_v]| {
+                let (dq, dk, dv) = B::blocked_attention_grads(q, k, v, mask, spans, grad);
                 [
                     need_q.then_some(dq),
                     need_k.then_some(dk),
@@ -342,11 +453,11 @@ mod tests {
     /// output gradient.
     fn check_masks(
         device: &Device,
-        (seq, keys): (usize, usize),
+        (seq, keys, d): (usize, usize, usize),
         masks: Vec<(Tensor<3>, Vec<Vec<Span>>)>,
     ) {
         let device = device.clone().autodiff();
-        let (batch, heads, group, d) = (2, 2, 3, 8);
+        let (batch, heads, group) = (2, 2, 3);
         let q_leaf = random([batch, group * seq, heads, d], &device);
         let k_leaf = random([batch, keys, heads, d], &device);
         let v_leaf = random([batch, keys, heads, d], &device);
@@ -381,15 +492,16 @@ mod tests {
     }
 
     /// Queries after cached keys (as in decoding) with a sliding window of 5, one mask for both
-    /// rows; and two packed rows with their own masks (two sequences in one, a shared-prompt pair
-    /// in the other, padding after both), each with spans of 1, 2, 5 positions and all at once.
+    /// rows; two packed rows with their own masks (two sequences in one, a shared-prompt pair
+    /// in the other, padding after both), each with spans of 1, 2, 5 positions and all at once;
+    /// and causal masks over 150 keys with a head dimension of 80.
     fn check_against_whole_matrix(device: &Device) {
         let span_lens = [1, 2, 5, 64];
         let (rows, keys) = (13, 17);
         let contiguous = |len| contiguous_mask(keys - rows, rows, Some(5), len);
         let mask = Tensor::from_data(TensorData::new(contiguous(1).0, [1, rows, keys]), device);
         let spans = span_lens.map(|len| contiguous(len).1).to_vec();
-        check_masks(device, (rows, keys), vec![(mask, spans)]);
+        check_masks(device, (rows, keys, 8), vec![(mask, spans)]);
 
         let len = 12;
         let mut packed = PackedRows::new(2, len);
@@ -401,7 +513,16 @@ mod tests {
             device,
         );
         let spans = span_lens.map(|n| packed.mask(None, n).1).to_vec();
-        check_masks(device, (len, len), vec![(mask, spans)]);
+        check_masks(device, (len, len, 8), vec![(mask, spans)]);
+
+        // More keys than a WGSL workgroup takes at once (the online softmax over several chunks)
+        // and a head dimension over one component per thread; and one decoding step.
+        for (rows, keys) in [(70, 150), (1, 150)] {
+            let causal = |len| contiguous_mask(keys - rows, rows, None, len);
+            let mask = Tensor::from_data(TensorData::new(causal(1).0, [1, rows, keys]), device);
+            let spans = [33, 256].map(|len| causal(len).1).to_vec();
+            check_masks(device, (rows, keys, 80), vec![(mask, spans)]);
+        }
     }
 
     crate::device::on_every_backend!(check_against_whole_matrix => blocked_attention_matches_whole_matrix_on_flex, blocked_attention_matches_whole_matrix_on_ndarray, blocked_attention_matches_whole_matrix_on_wgpu);
