@@ -2,8 +2,9 @@
 # GPU figures for docs/performance.md, in one prepared run on an NVIDIA Linux machine with a Vulkan
 # driver and PyTorch (CUDA) + transformers + peft: `minordpo bench` through Vulkan (wgpu) at the
 # SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B shapes, with and without the memory and speed knobs
-# that exist (frozen precision f16 / f32 / q4, the fused LM head, blocked attention, the prompt
-# computed once per pair against two rows per pair, per-layer recompute), the same training step in
+# that exist (frozen precision f16 / f32 / q4, the fused LM head, the WGSL attention kernels against
+# plain attention (`--attention-block 0`), the prompt computed once per pair against two rows per
+# pair, per-layer recompute), the same training step in
 # PyTorch + PEFT on CUDA (tests/baselines/torch_dpo_step.py) for the side-by-side ratio, and the
 # demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should prefer the CPU.
 #
