@@ -453,11 +453,11 @@ mod tests {
     /// output gradient.
     fn check_masks(
         device: &Device,
-        (seq, keys, d): (usize, usize, usize),
+        (batch, seq, keys, d): (usize, usize, usize, usize),
         masks: Vec<(Tensor<3>, Vec<Vec<Span>>)>,
     ) {
         let device = device.clone().autodiff();
-        let (batch, heads, group) = (2, 2, 3);
+        let (heads, group) = (2, 3);
         let q_leaf = random([batch, group * seq, heads, d], &device);
         let k_leaf = random([batch, keys, heads, d], &device);
         let v_leaf = random([batch, keys, heads, d], &device);
@@ -494,14 +494,14 @@ mod tests {
     /// Queries after cached keys (as in decoding) with a sliding window of 5, one mask for both
     /// rows; two packed rows with their own masks (two sequences in one, a shared-prompt pair
     /// in the other, padding after both), each with spans of 1, 2, 5 positions and all at once;
-    /// and causal masks over 150 keys with a head dimension of 80.
+    /// causal masks over 150 keys with a head dimension of 80; and 76,800 query rows.
     fn check_against_whole_matrix(device: &Device) {
         let span_lens = [1, 2, 5, 64];
         let (rows, keys) = (13, 17);
         let contiguous = |len| contiguous_mask(keys - rows, rows, Some(5), len);
         let mask = Tensor::from_data(TensorData::new(contiguous(1).0, [1, rows, keys]), device);
         let spans = span_lens.map(|len| contiguous(len).1).to_vec();
-        check_masks(device, (rows, keys, 8), vec![(mask, spans)]);
+        check_masks(device, (2, rows, keys, 8), vec![(mask, spans)]);
 
         let len = 12;
         let mut packed = PackedRows::new(2, len);
@@ -513,7 +513,7 @@ mod tests {
             device,
         );
         let spans = span_lens.map(|n| packed.mask(None, n).1).to_vec();
-        check_masks(device, (len, len, 8), vec![(mask, spans)]);
+        check_masks(device, (2, len, len, 8), vec![(mask, spans)]);
 
         // More keys than a WGSL workgroup takes at once (the online softmax over several chunks)
         // and a head dimension over one component per thread; and one decoding step.
@@ -521,8 +521,18 @@ mod tests {
             let causal = |len| contiguous_mask(keys - rows, rows, None, len);
             let mask = Tensor::from_data(TensorData::new(causal(1).0, [1, rows, keys]), device);
             let spans = [33, 256].map(|len| causal(len).1).to_vec();
-            check_masks(device, (rows, keys, 80), vec![(mask, spans)]);
+            check_masks(device, (2, rows, keys, 80), vec![(mask, spans)]);
         }
+
+        // 64 · 2 · 3 · 200 = 76,800 query rows: more WGSL workgroups than one grid axis holds.
+        let (rows, keys) = (200, 200);
+        let causal = |len| contiguous_mask(0, rows, None, len);
+        let mask = Tensor::from_data(TensorData::new(causal(1).0, [1, rows, keys]), device);
+        check_masks(
+            device,
+            (64, rows, keys, 8),
+            vec![(mask, vec![causal(256).1])],
+        );
     }
 
     crate::device::on_every_backend!(check_against_whole_matrix => blocked_attention_matches_whole_matrix_on_flex, blocked_attention_matches_whole_matrix_on_ndarray, blocked_attention_matches_whole_matrix_on_wgpu);
