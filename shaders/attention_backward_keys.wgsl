@@ -35,8 +35,7 @@ fn main(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let key_row = workgroup_row(wid, groups);
-    let live = uniform_load(vec2<u32>(select(0u, 1u, key_row < info[7]), 0u), lane);
-    if (live.x == 0u) {
+    if (!row_is_live(key_row, lane)) {
         return;
     }
     let d = dim();
@@ -47,8 +46,7 @@ fn main(
         row_a[c] = k[key_row * d + c];
         row_b[c] = v[key_row * d + c];
     }
-    let first = 2u * seq() + 2u * j;
-    let positions = uniform_load(vec2<u32>(ranges[first], ranges[first + 1u]), lane);
+    let positions = key_queries(j, lane);
     let n_pos = positions.y - positions.x;
     let total = group() * n_pos;
     // Query row i of the walk: head g = i / n_pos of the group, position positions.x + i % n_pos.

@@ -15,8 +15,7 @@ fn main(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let row = workgroup_row(wid, groups);
-    let live = uniform_load(vec2<u32>(select(0u, 1u, row < info[7]), 0u), lane);
-    if (live.x == 0u) {
+    if (!row_is_live(row, lane)) {
         return;
     }
     let r = query_row(row);
@@ -25,7 +24,7 @@ fn main(
     for (var c = lane; c < d; c = c + {{ workgroup_size }}u) {
         row_b[c] = grad[r.start + c];
     }
-    let span = uniform_load(vec2<u32>(ranges[2u * r.pos], ranges[2u * r.pos + 1u]), lane);
+    let span = span_keys(r.pos, lane);
 
     // Pass 1: lse and D.
     var m = LOWEST;

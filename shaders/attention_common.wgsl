@@ -30,7 +30,6 @@ var<workgroup> chunk_b: array<f32, {{ workgroup_size }}>;
 // workgroupUniformLoad.
 var<workgroup> uniform_pair: vec2<u32>;
 
-fn batch() -> u32 { return info[0]; }
 fn heads() -> u32 { return info[1]; }
 fn group() -> u32 { return info[2]; }
 fn seq() -> u32 { return info[3]; }
@@ -52,6 +51,23 @@ fn uniform_load(pair: vec2<u32>, lane: u32) -> vec2<u32> {
     // Every thread has read it before lane 0 may write the next one.
     workgroupBarrier();
     return value;
+}
+
+// Whether `row` is one of the `info[7]` rows to do (the grid may hold more workgroups), as a
+// uniform value, so the workgroups past the end can return before any barrier.
+fn row_is_live(row: u32, lane: u32) -> bool {
+    return uniform_load(vec2<u32>(select(0u, 1u, row < info[7]), 0u), lane).x == 1u;
+}
+
+// The keys [start, end) of query position `pos`'s span, as a uniform value.
+fn span_keys(pos: u32, lane: u32) -> vec2<u32> {
+    return uniform_load(vec2<u32>(ranges[2u * pos], ranges[2u * pos + 1u]), lane);
+}
+
+// The query positions [start, end) whose spans see key `j`, as a uniform value.
+fn key_queries(j: u32, lane: u32) -> vec2<u32> {
+    let at = 2u * (seq() + j);
+    return uniform_load(vec2<u32>(ranges[at], ranges[at + 1u]), lane);
 }
 
 // The additive mask for query position `pos` of batch row `b` and key `j`.

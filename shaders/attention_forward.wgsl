@@ -12,14 +12,13 @@ fn main(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let row = workgroup_row(wid, groups);
-    let live = uniform_load(vec2<u32>(select(0u, 1u, row < info[7]), 0u), lane);
-    if (live.x == 0u) {
+    if (!row_is_live(row, lane)) {
         return;
     }
     let r = query_row(row);
     let d = dim();
     load_row_a_from_q(r.start, lane);
-    let span = uniform_load(vec2<u32>(ranges[2u * r.pos], ranges[2u * r.pos + 1u]), lane);
+    let span = span_keys(r.pos, lane);
     var m = LOWEST;
     var l = 0.0;
     var acc: array<f32, {{ per_thread }}>;

@@ -198,15 +198,15 @@ fn matrix(m: &[f32], [n, width]: [usize; 2], transposed: bool) -> Operand<'_> {
 
 /// `softmax(q·kᵀ + mask)·v` `[batch, heads, group·seq, d]`, one task per span of each query head.
 pub fn forward(
-    q: &FlexTensor,
-    k: &FlexTensor,
-    v: &FlexTensor,
-    mask: &FlexTensor,
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    mask: FlexTensor,
     spans: &[Span],
 ) -> FlexTensor {
-    let dims = Dims::of::<Flex>(q, mask);
-    let mask_values = values(mask);
-    let inputs = Inputs::new((q, k, v), &mask_values, dims);
+    let dims = Dims::of::<Flex>(&q, &mask);
+    let mask_values = values(&mask);
+    let inputs = Inputs::new((&q, &k, &v), &mask_values, dims);
     let d = dims.d;
     let units = units(dims, spans);
     let mut out = vec![0.0f32; q.shape().num_elements()];
@@ -228,15 +228,15 @@ pub fn forward(
 /// writes its query rows of `∂q` and its own partial `∂k`, `∂v` over its span's keys; the
 /// partials are then summed per `(batch, K/V head)` pair.
 pub fn gradients(
-    (q, k, v): (&FlexTensor, &FlexTensor, &FlexTensor),
-    mask: &FlexTensor,
+    (q, k, v): (FlexTensor, FlexTensor, FlexTensor),
+    mask: FlexTensor,
     spans: &[Span],
-    grad: &FlexTensor,
+    grad: FlexTensor,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let dims = Dims::of::<Flex>(q, mask);
-    let mask_values = values(mask);
-    let inputs = Inputs::new((q, k, v), &mask_values, dims);
-    let grad = View::of(grad).expect("checked by `supports`");
+    let dims = Dims::of::<Flex>(&q, &mask);
+    let mask_values = values(&mask);
+    let inputs = Inputs::new((&q, &k, &v), &mask_values, dims);
+    let grad = View::of(&grad).expect("checked by `supports`");
     let (keys, d) = (inputs.keys, dims.d);
     let units = units(dims, spans);
     let mut dq = vec![0.0f32; q.shape().num_elements()];
@@ -322,7 +322,7 @@ pub fn gradients(
     let tensor =
         |values, like: &FlexTensor| FlexTensor::from_data(TensorData::new(values, like.shape()));
     let (dk, dv) = (sum(&dk_parts), sum(&dv_parts));
-    (tensor(dq, q), tensor(dk, k), tensor(dv, v))
+    (tensor(dq, &q), tensor(dk, &k), tensor(dv, &v))
 }
 
 multiversion! {

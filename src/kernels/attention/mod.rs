@@ -282,8 +282,36 @@ pub trait BlockedAttentionGradOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-macro_rules! impl_tensor_ops {
-    ($backend:ty) => {
+/// ndarray: the tensor ops.
+impl BlockedAttentionOps for NdArray {
+    fn blocked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+    ) -> FloatTensor<Self> {
+        forward::<Self>(q, k, v, mask, &spans)
+    }
+}
+
+impl BlockedAttentionGradOps for NdArray {
+    fn blocked_attention_grads(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        spans: Vec<Span>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        gradients::<Self>((q, k, v, mask, spans), grad)
+    }
+}
+
+/// A backend with fused kernels (`$kernel::{supports, forward, gradients}`): the kernels where
+/// they take the operands, the tensor ops otherwise.
+macro_rules! impl_kernels {
+    ($backend:ty, $kernel:ident) => {
         impl BlockedAttentionOps for $backend {
             fn blocked_attention(
                 q: FloatTensor<Self>,
@@ -292,7 +320,11 @@ macro_rules! impl_tensor_ops {
                 mask: FloatTensor<Self>,
                 spans: Vec<Span>,
             ) -> FloatTensor<Self> {
-                forward::<Self>(q, k, v, mask, &spans)
+                if $kernel::supports(&[&q, &k, &v], &mask) {
+                    $kernel::forward(q, k, v, mask, &spans)
+                } else {
+                    forward::<Self>(q, k, v, mask, &spans)
+                }
             }
         }
 
@@ -305,81 +337,18 @@ macro_rules! impl_tensor_ops {
                 spans: Vec<Span>,
                 grad: FloatTensor<Self>,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                gradients::<Self>((q, k, v, mask, spans), grad)
+                if $kernel::supports(&[&q, &k, &v, &grad], &mask) {
+                    $kernel::gradients((q, k, v), mask, &spans, grad)
+                } else {
+                    gradients::<Self>((q, k, v, mask, spans), grad)
+                }
             }
         }
     };
 }
 
-impl_tensor_ops!(NdArray);
-
-/// wgpu: the WGSL kernels of `wgsl.rs` for f32 heads of up to 256; tensor ops otherwise.
-impl BlockedAttentionOps for CubeBackend {
-    fn blocked_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        spans: Vec<Span>,
-    ) -> FloatTensor<Self> {
-        if wgsl::supports(&q, &k, &v, &mask) {
-            wgsl::forward(q, k, v, mask, &spans)
-        } else {
-            forward::<Self>(q, k, v, mask, &spans)
-        }
-    }
-}
-
-impl BlockedAttentionGradOps for CubeBackend {
-    fn blocked_attention_grads(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        spans: Vec<Span>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        if wgsl::supports(&q, &k, &v, &mask) {
-            wgsl::gradients((q, k, v), mask, &spans, grad)
-        } else {
-            gradients::<Self>((q, k, v, mask, spans), grad)
-        }
-    }
-}
-
-/// Flex: the fused CPU kernel of `cpu.rs` for f32; tensor ops otherwise.
-impl BlockedAttentionOps for Flex {
-    fn blocked_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        spans: Vec<Span>,
-    ) -> FloatTensor<Self> {
-        if cpu::supports(&[&q, &k, &v], &mask) {
-            cpu::forward(&q, &k, &v, &mask, &spans)
-        } else {
-            forward::<Self>(q, k, v, mask, &spans)
-        }
-    }
-}
-
-impl BlockedAttentionGradOps for Flex {
-    fn blocked_attention_grads(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        spans: Vec<Span>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        if cpu::supports(&[&q, &k, &v, &grad], &mask) {
-            cpu::gradients((&q, &k, &v), &mask, &spans, &grad)
-        } else {
-            gradients::<Self>((q, k, v, mask, spans), grad)
-        }
-    }
-}
+impl_kernels!(Flex, cpu);
+impl_kernels!(CubeBackend, wgsl);
 
 impl<B, C> BlockedAttentionOps for Autodiff<B, C>
 where

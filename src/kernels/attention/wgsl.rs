@@ -62,10 +62,11 @@ impl KernelSource for AttentionKernel {
     }
 }
 
-/// Whether the kernels take these operands (f32, a head dimension of at most 256).
-pub fn supports(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, mask: &CubeTensor) -> bool {
-    [q, k, v, mask].iter().all(|t| t.dtype == DType::F32)
-        && q.shape()[3] <= (WORKGROUP * PER_THREAD) as usize
+/// Whether the kernels take these operands (f32 throughout; `tensors[0]`, the queries, with a
+/// head dimension of at most 256).
+pub fn supports(tensors: &[&CubeTensor], mask: &CubeTensor) -> bool {
+    tensors.iter().chain([&mask]).all(|t| t.dtype == DType::F32)
+        && tensors[0].shape()[3] <= (WORKGROUP * PER_THREAD) as usize
 }
 
 /// Per query position, its span's keys `[start, end)`; then per key, the envelope of the query
