@@ -116,13 +116,15 @@ fn cpu_rope(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(out, x.shape()))
 }
 
-/// Whether the flex kernel takes these operands: f32, `x` 4-D with non-negative strides and a
-/// contiguous last dimension, even `d`, tables `[1 or batch, 1, seq, d]`.
+/// Whether the flex kernel takes these operands: f32, 4-D, `x` not empty, with non-negative
+/// strides, a contiguous last dimension and an even `d`, tables `[1 or batch, 1, seq, d]`.
 fn cpu_supports(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor) -> bool {
     let layout = x.layout();
     let strides = layout.strides();
-    [x, cos, sin].iter().all(|t| t.dtype() == DType::F32)
-        && strides.len() == 4
+    [x, cos, sin]
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && t.shape().num_dims() == 4)
+        && x.shape().num_elements() > 0
         && strides.iter().all(|&s| s >= 0)
         && strides[3] == 1
         && x.shape()[3].is_multiple_of(2)

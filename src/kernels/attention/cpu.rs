@@ -300,14 +300,18 @@ pub fn gradients(
                 }
             },
         );
-    let per_pair = dims.group * spans.len();
+    // Each pair's units, and where each unit's partial starts.
+    let per_pair = (dims.group * spans.len()).max(1);
+    let offsets: Vec<usize> = units
+        .iter()
+        .scan(0, |at, u| {
+            let start = *at;
+            *at += u.keys() * d;
+            Some(start)
+        })
+        .collect();
     let sum = |parts: &[f32]| {
         let mut total = vec![0.0f32; dims.batch * dims.heads * keys * d];
-        let mut offsets = Vec::with_capacity(units.len());
-        units.iter().fold(0, |at, u| {
-            offsets.push(at);
-            at + u.keys() * d
-        });
         total
             .par_chunks_mut(keys * d)
             .zip(units.par_chunks(per_pair).zip(offsets.par_chunks(per_pair)))
