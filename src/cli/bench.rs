@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::device::DeviceChoice;
 use crate::dpo::TrainConfig;
 use crate::dpo::bench::{BenchSettings, bench};
+use crate::kernels::attention::AttentionKernel;
 use crate::model::precision::FrozenPrecision;
 
 #[derive(clap::Args)]
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// probability matrix kept for the backward).
     #[arg(long, default_value_t = TrainConfig::default().attention_block)]
     attention_block: usize,
+    /// What runs the blocked attention: auto (the fused kernel on the CPU, the tensor ops on
+    /// wgpu), fused (the backend's fused kernel) or tensor-ops.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().attention_kernel)]
+    attention_kernel: AttentionKernel,
     /// Each pair as one sequence `[prompt | chosen | rejected]`, its prompt computed once (false:
     /// two padded rows per pair).
     #[arg(long, default_value_t = TrainConfig::default().share_prompt, action = clap::ArgAction::Set)]
@@ -78,6 +83,7 @@ pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         logprob_chunk: args.logprob_chunk,
         attention_block: args.attention_block,
+        attention_kernel: args.attention_kernel,
         layout: crate::data::PairLayout {
             share_prompt: args.share_prompt,
             max_tokens_per_batch: args.max_tokens_per_batch,

@@ -19,6 +19,7 @@ use crate::dpo::metrics::host_values;
 use crate::dpo::step::reference_logps;
 use crate::error::{Error, Result};
 use crate::io::Rng;
+use crate::kernels::attention::AttentionKernel;
 use crate::model::lora::{self, LoraSettings};
 use crate::model::precision::{self, FrozenPrecision, Storage};
 use crate::model::{CausalLm, ModelConfig};
@@ -67,6 +68,8 @@ pub struct BenchSettings {
     pub logprob_chunk: usize,
     /// Query rows per attention block (0 = plain attention, the whole probabilities kept).
     pub attention_block: usize,
+    /// What runs the blocked attention.
+    pub attention_kernel: AttentionKernel,
     /// How the pairs are laid out in rows (shared prompts, packing).
     pub layout: PairLayout,
     /// Recompute each decoder layer in the backward instead of keeping its activations.
@@ -192,6 +195,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     };
     model.config.check_sequence_length(s.seq_len)?;
     model.attention_block = s.attention_block;
+    model.attention_kernel = s.attention_kernel;
     model.gradient_checkpointing = s.gradient_checkpointing;
     let load_seconds = started.elapsed().as_secs_f64();
     let settings = LoraSettings::on_every_projection(s.lora_r, 2.0 * s.lora_r as f64, 0.0);
@@ -313,6 +317,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "steps": s.steps,
         "logprob_chunk": s.logprob_chunk,
         "attention_block": s.attention_block,
+        "attention_kernel": s.attention_kernel,
         "gradient_checkpointing": s.gradient_checkpointing,
         "share_prompt": s.layout.share_prompt,
         "max_tokens_per_batch": s.layout.max_tokens_per_batch,

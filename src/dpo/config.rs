@@ -53,6 +53,11 @@ training_config! {
     /// recomputes the probabilities a block at a time (0 = keep the whole `[heads, seq, seq]`
     /// probabilities of every layer, as plain attention does).
     attention_block: usize = crate::model::causal_lm::DEFAULT_ATTENTION_BLOCK,
+    /// What runs the blocked attention: `auto` (the fused kernel on the CPU; the tensor ops on
+    /// GPUs, where the fused WGSL kernels are not measured yet), `fused` (the backend's fused
+    /// kernel: flex and wgpu have one) or `tensor_ops`. The same values and gradients either way.
+    attention_kernel: crate::kernels::attention::AttentionKernel =
+        crate::kernels::attention::AttentionKernel::Auto,
     /// Run each pair as one sequence `[prompt | chosen | rejected]`: the prompt is computed once,
     /// the rejected tokens see it but not the chosen ones, at the positions that follow it (the
     /// same log-probs as two sequences; false = two right-padded rows per pair, as TRL).

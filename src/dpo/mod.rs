@@ -144,6 +144,7 @@ pub fn train(
     let device = &start.device;
     let (mut model, _) = CausalLm::load_frozen(&config.model, device, config.frozen_precision)?;
     model.attention_block = config.attention_block;
+    model.attention_kernel = config.attention_kernel;
     let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(
         "training: {} pairs ({} eval), {} × {} pairs per step, {} loss, β = {}",

@@ -18,14 +18,14 @@ use super::layout::{PackedRows, contiguous_mask};
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
-use crate::kernels::attention::Span;
+use crate::kernels::attention::{AttentionKernel, Span};
 use crate::kernels::{blocked_attention, softmax_last};
 
 /// What the layers of one kind share in one forward pass (see `model::layout`): the rotary
 /// tables of its positions, `cos`/`sin` `[1 or batch, 1, seq, head_dim]`, the additive mask
 /// `[1 or batch, seq, past + seq]` (0 where allowed, a large negative where not), the query spans
-/// of the blocked attention and whether to use it (`blocked` false: the whole probability matrix
-/// at once, kept for the backward).
+/// of the blocked attention, whether to use it (`blocked` false: the whole probability matrix
+/// at once, kept for the backward) and which implementation runs it.
 #[derive(Debug, Clone)]
 pub struct Positions {
     pub cos: Tensor<4>,
@@ -33,15 +33,17 @@ pub struct Positions {
     pub mask: Tensor<3>,
     pub spans: Vec<Span>,
     pub blocked: bool,
+    pub kernel: AttentionKernel,
 }
 
-/// The window of a layer kind (`None`: full attention) and the attention block (query rows per
-/// span, `group` query heads per K/V head counted in; 0 = plain attention).
+/// The window of a layer kind (`None`: full attention), the attention block (query rows per
+/// span, `group` query heads per K/V head counted in; 0 = plain attention) and the kernel choice.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
     pub window: Option<usize>,
     pub group: usize,
     pub block: usize,
+    pub kernel: AttentionKernel,
 }
 
 impl AttentionShape {
@@ -81,6 +83,7 @@ impl Positions {
             mask: Tensor::from_data(TensorData::new(mask, dims), device),
             spans,
             blocked: shape.block > 0,
+            kernel: shape.kernel,
         }
     }
 }
@@ -138,7 +141,7 @@ impl Attention {
         let q = q.reshape([batch, kvh, group * seq, hd]) * self.scale;
         // [batch, kvh, g·seq, hd]
         let out = if at.blocked {
-            blocked_attention(q, k, v, at.mask.clone(), at.spans.clone())
+            blocked_attention(q, k, v, at.mask.clone(), at.spans.clone(), at.kernel)
         } else {
             let [mask_rows, _, _] = at.mask.dims();
             // [batch, kvh, g, seq, total]

@@ -21,6 +21,7 @@ use super::precision::{FrozenPrecision, Storage, float_dtype};
 use super::quantized::BlockWeight;
 use super::rope::Rope;
 use crate::error::Result;
+use crate::kernels::attention::AttentionKernel;
 use crate::kernels::checkpoint::checkpointed;
 use crate::kernels::projection::blocks::BLOCK;
 use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
@@ -45,6 +46,9 @@ pub struct CausalLm {
     /// the whole probability matrix for the backward, as plain attention does).
     #[module(skip)]
     pub attention_block: usize,
+    /// Which implementation runs the blocked attention (`auto`: the fused kernel on the CPU).
+    #[module(skip)]
+    pub attention_kernel: AttentionKernel,
     /// Recompute each decoder layer in the backward instead of keeping its activations
     /// (`kernels::checkpointed`): training keeps one input per layer.
     #[module(skip)]
@@ -217,6 +221,7 @@ impl CausalLm {
             local_rope,
             config,
             attention_block: DEFAULT_ATTENTION_BLOCK,
+            attention_kernel: AttentionKernel::Auto,
             gradient_checkpointing: false,
         })
     }
@@ -280,6 +285,7 @@ impl CausalLm {
                         window,
                         group,
                         block: self.attention_block,
+                        kernel: self.attention_kernel,
                     };
                     by_kind.push((kind, positions(rope, shape)));
                     by_kind.len() - 1

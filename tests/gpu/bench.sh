@@ -2,11 +2,12 @@
 # GPU figures for docs/performance.md, in one prepared run on an NVIDIA Linux machine with a Vulkan
 # driver and PyTorch (CUDA) + transformers + peft: `minordpo bench` through Vulkan (wgpu) at the
 # SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B shapes, with and without the memory and speed knobs
-# that exist (frozen precision f16 / f32 / q4, the fused LM head, the WGSL attention kernels against
-# plain attention (`--attention-block 0`), the prompt computed once per pair against two rows per
-# pair, per-layer recompute), the same training step in
-# PyTorch + PEFT on CUDA (tests/baselines/torch_dpo_step.py) for the side-by-side ratio, and the
-# demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should prefer the CPU.
+# that exist (frozen precision f16 / f32 / q4, the fused LM head, attention as tensor-op spans (the
+# wgpu default), as the WGSL kernels (`--attention-kernel fused`) and plain (`--attention-block
+# 0`), the prompt computed once per pair against two rows per pair, per-layer recompute), the same
+# training step in PyTorch + PEFT on CUDA (tests/baselines/torch_dpo_step.py) for the side-by-side
+# ratio, and the demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should
+# prefer the CPU (and whether `attention_kernel: auto` should pick the WGSL kernels on GPUs).
 #
 #   tests/gpu/bench.sh [OUT]     # OUT (default target/gpu-bench): results.jsonl, one log per run
 #
@@ -69,10 +70,12 @@ bench wgpu-smollm2-f32 --device wgpu bench --preset smollm2-135m --batch-size 4 
 bench wgpu-smollm2-q4 --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --frozen-precision q4
 bench wgpu-smollm2-plain-head --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --logprob-chunk 0
 bench wgpu-smollm2-plain-attention --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --attention-block 0
+bench wgpu-smollm2-wgsl-attention --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --attention-kernel fused
 run torch-cuda-smollm2 "$PY" tests/baselines/torch_dpo_step.py 4 256 3 --preset smollm2-135m --device cuda --dtype bf16
 bench wgpu-qwen-default --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512
 bench wgpu-qwen-q4 --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --frozen-precision q4
 bench wgpu-qwen-plain-attention --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --attention-block 0
+bench wgpu-qwen-wgsl-attention --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --attention-kernel fused
 bench wgpu-qwen-recompute --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --gradient-checkpointing
 run torch-cuda-qwen "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset qwen2.5-0.5b --device cuda --dtype bf16
 bench wgpu-llama-default --device wgpu bench --preset llama-3.2-1b --batch-size 1 --seq-len 512

@@ -16,7 +16,8 @@
 //! group·seq, d]`), so K/V are never repeated.
 //!
 //! Three implementations of the same op, checked against the whole matrix (values and the three
-//! gradients within 1e-5) on their backends:
+//! gradients within 1e-5) on their backends, picked by [`AttentionKernel`] (`auto`: the fused
+//! kernel on flex, the tensor ops on wgpu until the WGSL kernels are measured on a GPU):
 //! - flex: fused CPU kernels (`cpu.rs`): one task per span of each query head, `gemm` on strided
 //!   operands, the mask, softmax and its gradient in place in a cache-sized scratch;
 //! - wgpu: WGSL kernels (`wgsl.rs`, `shaders/attention_*.wgsl`) in FlashAttention-2's form: the
@@ -54,6 +55,42 @@ pub struct Span {
     pub keys: (usize, usize),
 }
 
+/// Which implementation runs the op (the `attention_kernel` setting).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// The fused kernel where it is measured faster: on the CPU (flex). On wgpu the tensor ops,
+    /// until GPU figures say otherwise (on Mesa's software Vulkan the WGSL kernels made a step
+    /// 2.2× slower).
+    #[default]
+    Auto,
+    /// The backend's fused kernel wherever it has one (flex, wgpu).
+    Fused,
+    /// The tensor ops, span by span, on every backend.
+    TensorOps,
+}
+
+impl AttentionKernel {
+    /// Whether a backend with a fused kernel runs it (`by_default`: what `auto` means there).
+    fn fused(self, by_default: bool) -> bool {
+        match self {
+            Self::Auto => by_default,
+            Self::Fused => true,
+            Self::TensorOps => false,
+        }
+    }
+}
+
 /// The operation (differentiable: `Autodiff` routes to the impl below).
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
 pub trait BlockedAttentionOps: Backend {
@@ -67,6 +104,7 @@ pub trait BlockedAttentionOps: Backend {
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         spans: Vec<Span>,
+        kernel: AttentionKernel,
     ) -> FloatTensor<Self>;
 }
 
@@ -74,13 +112,14 @@ pub trait BlockedAttentionOps: Backend {
 /// each K/V head folded into the rows), `k`/`v` `[batch, heads, keys, d]` and an additive `mask`
 /// `[1 or batch, seq, keys]` shared by the group, keeping only `q`, `k` and `v` for the backward,
 /// which recomputes the probabilities span by span. The spans must cover the `seq` queries in
-/// order, and each span's keys every key its queries see.
+/// order, and each span's keys every key its queries see. `kernel` picks the implementation.
 pub fn blocked_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     mask: Tensor<3>,
     spans: Vec<Span>,
+    kernel: AttentionKernel,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as BlockedAttentionOps>::blocked_attention(
         q.into_dispatch(),
@@ -88,6 +127,7 @@ pub fn blocked_attention(
         v.into_dispatch(),
         mask.into_dispatch(),
         spans,
+        kernel,
     ))
 }
 
@@ -271,13 +311,14 @@ fn gradients<B: LeanActivationOps + LeanActivationGradOps>(
 pub trait BlockedAttentionGradOps: Backend {
     /// `(∂q, ∂k, ∂v)` of [`BlockedAttentionOps::blocked_attention`] given the output gradient
     /// `grad` `[batch, heads, group·seq, d]`.
-    #[fusion(meta = |q, k, v, _mask, _spans, _grad| (q.clone(), k.clone(), v.clone()))]
+    #[fusion(meta = |q, k, v, _mask, _spans, _kernel, _grad| (q.clone(), k.clone(), v.clone()))]
     fn blocked_attention_grads(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         spans: Vec<Span>,
+        kernel: AttentionKernel,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -290,6 +331,7 @@ impl BlockedAttentionOps for NdArray {
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         spans: Vec<Span>,
+        _kernel: AttentionKernel,
     ) -> FloatTensor<Self> {
         forward::<Self>(q, k, v, mask, &spans)
     }
@@ -302,16 +344,18 @@ impl BlockedAttentionGradOps for NdArray {
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         spans: Vec<Span>,
+        _kernel: AttentionKernel,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         gradients::<Self>((q, k, v, mask, spans), grad)
     }
 }
 
-/// A backend with fused kernels (`$kernel::{supports, forward, gradients}`): the kernels where
-/// they take the operands, the tensor ops otherwise.
+/// A backend with fused kernels (`$kernel::{supports, forward, gradients}`, run by `auto` when
+/// `$by_default`): the kernels where asked for and they take the operands, the tensor ops
+/// otherwise.
 macro_rules! impl_kernels {
-    ($backend:ty, $kernel:ident) => {
+    ($backend:ty, $kernel:ident, $by_default:expr) => {
         impl BlockedAttentionOps for $backend {
             fn blocked_attention(
                 q: FloatTensor<Self>,
@@ -319,8 +363,9 @@ macro_rules! impl_kernels {
                 v: FloatTensor<Self>,
                 mask: FloatTensor<Self>,
                 spans: Vec<Span>,
+                kernel: AttentionKernel,
             ) -> FloatTensor<Self> {
-                if $kernel::supports(&[&q, &k, &v], &mask) {
+                if kernel.fused($by_default) && $kernel::supports(&[&q, &k, &v], &mask) {
                     $kernel::forward(q, k, v, mask, &spans)
                 } else {
                     forward::<Self>(q, k, v, mask, &spans)
@@ -335,9 +380,10 @@ macro_rules! impl_kernels {
                 v: FloatTensor<Self>,
                 mask: FloatTensor<Self>,
                 spans: Vec<Span>,
+                kernel: AttentionKernel,
                 grad: FloatTensor<Self>,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                if $kernel::supports(&[&q, &k, &v, &grad], &mask) {
+                if kernel.fused($by_default) && $kernel::supports(&[&q, &k, &v, &grad], &mask) {
                     $kernel::gradients((q, k, v), mask, &spans, grad)
                 } else {
                     gradients::<Self>((q, k, v, mask, spans), grad)
@@ -347,21 +393,22 @@ macro_rules! impl_kernels {
     };
 }
 
-impl_kernels!(Flex, cpu);
-impl_kernels!(CubeBackend, wgsl);
+impl_kernels!(Flex, cpu, true);
+impl_kernels!(CubeBackend, wgsl, false);
 
 impl<B, C> BlockedAttentionOps for Autodiff<B, C>
 where
     B: BlockedAttentionOps + BlockedAttentionGradOps,
     C: CheckpointStrategy,
 {
-    /// The backward keeps `q`, `k`, `v`, the mask and the spans.
+    /// The backward keeps `q`, `k`, `v`, the mask, the spans and the kernel choice.
     fn blocked_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         spans: Vec<Span>,
+        kernel: AttentionKernel,
     ) -> FloatTensor<Self> {
         let mask = mask.into_primitive();
         let untracked = (mask.clone(), spans.clone());
@@ -374,12 +421,13 @@ where
                     v.clone(),
                     mask.clone(),
                     spans.clone(),
+                    kernel,
                 );
-                (out, (q, k, v, mask, spans))
+                (out, ((q, k, v, mask, spans), kernel))
             },
-            |[q, k, v]| B::blocked_attention(q, k, v, untracked.0, untracked.1),
-            |(q, k, v, mask, spans), grad, [need_q, need_k, need_v]| {
-                let (dq, dk, dv) = B::blocked_attention_grads(q, k, v, mask, spans, grad);
+            |[q, k, v]| B::blocked_attention(q, k, v, untracked.0, untracked.1, kernel),
+            |((q, k, v, mask, spans), kernel), grad, [need_q, need_k, need_v]| {
+                let (dq, dk, dv) = B::blocked_attention_grads(q, k, v, mask, spans, kernel, grad);
                 [
                     need_q.then_some(dq),
                     need_k.then_some(dk),
@@ -416,7 +464,8 @@ mod tests {
     }
 
     /// Values and the gradients of `q`, `k` and `v` against the whole matrix, under a random
-    /// output cotangent, for the masks `(mask, spans of each length)`: 2 K/V heads with 3 query
+    /// output cotangent, through the backend's fused kernel and through the tensor ops (the same
+    /// on ndarray), for the masks `(mask, spans of each length)`: 2 K/V heads with 3 query
     /// heads each. As in the model, `q`, `k`, `v` are transposed views of `[batch, seq, heads,
     /// d]` tensors and the output is transposed back, so the op sees strided inputs and a strided
     /// output gradient.
@@ -443,19 +492,22 @@ mod tests {
             let plain = whole_matrix(q, k, v, mask.clone());
             let plain_grads = loss(plain.clone()).backward();
             for spans in span_sets {
-                let [q, k, v] = views();
-                let out = blocked_attention(q, k, v, mask.clone(), spans.clone());
-                let grads = loss(out.clone()).backward();
-                let e = max_rel_err(out.inner(), plain.clone().inner());
-                assert!(e <= 1e-5, "{spans:?}: values {e}");
-                for (name, t) in [("q", &q_leaf), ("k", &k_leaf), ("v", &v_leaf)] {
-                    let e = max_rel_err(t.grad(&grads).unwrap(), t.grad(&plain_grads).unwrap());
-                    assert!(e <= 1e-5, "{spans:?}: ∂{name} {e}");
+                for kernel in [AttentionKernel::Fused, AttentionKernel::TensorOps] {
+                    let [q, k, v] = views();
+                    let out = blocked_attention(q, k, v, mask.clone(), spans.clone(), kernel);
+                    let grads = loss(out.clone()).backward();
+                    let e = max_rel_err(out.inner(), plain.clone().inner());
+                    assert!(e <= 1e-5, "{kernel:?} {spans:?}: values {e}");
+                    for (name, t) in [("q", &q_leaf), ("k", &k_leaf), ("v", &v_leaf)] {
+                        let e = max_rel_err(t.grad(&grads).unwrap(), t.grad(&plain_grads).unwrap());
+                        assert!(e <= 1e-5, "{kernel:?} {spans:?}: ∂{name} {e}");
+                    }
+                    // Without autodiff (decoding, evaluation) it is the same forward.
+                    let [q, k, v] = views().map(|t| t.inner());
+                    let out =
+                        blocked_attention(q, k, v, mask.clone().inner(), spans.clone(), kernel);
+                    assert!(max_rel_err(out, plain.clone().inner()) <= 1e-5);
                 }
-                // Without autodiff (decoding, evaluation) it is the same forward.
-                let [q, k, v] = views().map(|t| t.inner());
-                let out = blocked_attention(q, k, v, mask.clone().inner(), spans);
-                assert!(max_rel_err(out, plain.clone().inner()) <= 1e-5);
             }
         }
     }
