@@ -155,19 +155,20 @@ fn assign_rows(lens: &[usize], budget: usize) -> Vec<(usize, usize)> {
     let widest = budget.max(longest);
     (1..=lens.len().max(1))
         .map(|rows| first_fit(lens, total.div_ceil(rows).clamp(longest, widest)))
-        .min_by_key(|(at, fill)| {
-            (
-                fill * (at.iter().map(|a| a.0).max().unwrap_or(0) + 1),
-                *fill,
-            )
-        })
-        .map(|(at, _)| at)
+        .min_by_key(|packing| (packing.rows * packing.fullest, packing.fullest))
+        .map(|packing| packing.at)
         .unwrap_or_default()
 }
 
-/// First fit by decreasing length into rows of `capacity` tokens: each segment's `(row, start)`
-/// and the fullest row's fill.
-fn first_fit(lens: &[usize], capacity: usize) -> (Vec<(usize, usize)>, usize) {
+/// A packing: each segment's `(row, start)`, the rows it opened and the fullest row's fill.
+struct Packing {
+    at: Vec<(usize, usize)>,
+    rows: usize,
+    fullest: usize,
+}
+
+/// First fit by decreasing length into rows of `capacity` tokens.
+fn first_fit(lens: &[usize], capacity: usize) -> Packing {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
     let mut fill: Vec<usize> = Vec::new();
@@ -183,7 +184,11 @@ fn first_fit(lens: &[usize], capacity: usize) -> (Vec<(usize, usize)>, usize) {
         at[i] = (row, fill[row]);
         fill[row] += lens[i];
     }
-    (at, fill.into_iter().max().unwrap_or(0))
+    Packing {
+        at,
+        rows: fill.len(),
+        fullest: fill.into_iter().max().unwrap_or(0),
+    }
 }
 
 /// Lays `pairs` out as `layout` says, padding with `pad_id` (row lengths rounded up to a bucket

@@ -48,13 +48,17 @@ fn plain_rope<B: Backend>(
     cos: FloatTensor<B>,
     sin: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    let [_, _, _, d] = x.shape().dims();
-    let half = d / 2;
-    let all = Slice::from(..);
-    let x1 = B::float_slice(x.clone(), &[all, all, all, Slice::from(..half)]);
-    let x2 = B::float_slice(x.clone(), &[all, all, all, Slice::from(half..)]);
+    let (x1, x2) = halves::<B>(&x);
     let rotated = B::float_cat(vec![B::float_neg(x2), x1], 3);
     B::float_add(B::float_mul(x, cos), B::float_mul(rotated, sin))
+}
+
+/// The first and second halves of the last dimension of `t` `[.., .., .., d]`.
+fn halves<B: Backend>(t: &FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let half = t.shape()[3] / 2;
+    let all = Slice::from(..);
+    let part = |range: Slice| B::float_slice(t.clone(), &[all, all, all, range]);
+    (part(Slice::from(..half)), part(Slice::from(half..)))
 }
 
 /// Rotates `x` `[batch, heads, seq, d]` by the tables `cos`, `sin` `[1 or batch, 1, seq, d]`.
@@ -154,10 +158,7 @@ impl RopeOps for Flex {
 /// The table that turns the rotation into its backward: `[−sin₂, −sin₁]` (halves swapped and
 /// negated; transformers' tables repeat one half, so this is `−sin` for them).
 fn backward_sin<B: Backend>(sin: FloatTensor<B>) -> FloatTensor<B> {
-    let half = sin.shape()[3] / 2;
-    let all = Slice::from(..);
-    let first = B::float_slice(sin.clone(), &[all, all, all, Slice::from(..half)]);
-    let second = B::float_slice(sin, &[all, all, all, Slice::from(half..)]);
+    let (first, second) = halves::<B>(&sin);
     B::float_neg(B::float_cat(vec![second, first], 3))
 }
 

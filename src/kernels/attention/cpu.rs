@@ -69,15 +69,10 @@ impl<'a> View<'a> {
     }
 }
 
-multiversion! {
-    /// Adds the mask rows (`mask_stride` apart) to the score rows of `width`.
-    fn add_mask_rows(scores: &mut [f32], width: usize, mask: &[f32], mask_stride: usize) {
-        for (i, row) in scores.chunks_exact_mut(width).enumerate() {
-            let m = &mask[i * mask_stride..][..width];
-            for (s, &m) in row.iter_mut().zip(m) {
-                *s += m;
-            }
-        }
+/// Adds the mask rows (`mask_stride` apart) to the score rows of `width`.
+fn add_mask_rows(scores: &mut [f32], width: usize, mask: &[f32], mask_stride: usize) {
+    for (i, row) in scores.chunks_exact_mut(width).enumerate() {
+        add_into(row, &mask[i * mask_stride..][..width]);
     }
 }
 
