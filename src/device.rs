@@ -119,6 +119,14 @@ pub fn is_cube(device: &Device) -> bool {
     )
 }
 
+/// Whether `device` is the CPU through flex (the backend with the CPU kernels of `kernels::`).
+pub fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
+}
+
 /// A device ready to use, with a line saying what it is.
 pub struct SelectedDevice {
     pub device: Device,

@@ -6,7 +6,7 @@ use crate::device::DeviceChoice;
 use crate::dpo::TrainConfig;
 use crate::dpo::bench::{BenchSettings, bench};
 use crate::kernels::attention::AttentionKernel;
-use crate::model::precision::FrozenPrecision;
+use crate::model::precision::{FrozenPrecision, MatmulPrecision};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["model", "preset"])))]
@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// q8 or q4 (llama.cpp's Q8_0 / Q4_0 blocks).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().frozen_precision)]
     frozen_precision: FrozenPrecision,
+    /// How the frozen projections multiply: auto (bf16 on CPUs with AVX512-BF16 when the weights
+    /// are bf16), f32 or bf16.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().matmul_precision)]
+    matmul_precision: MatmulPrecision,
 }
 
 /// Runs the benchmark and prints its JSON line.
@@ -91,6 +95,7 @@ pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
         gradient_checkpointing: args.gradient_checkpointing,
         precompute_reference: !args.live_reference,
         frozen_precision: args.frozen_precision,
+        matmul_precision: args.matmul_precision,
         lora_r: args.lora_r,
         seed: 0,
     })?;

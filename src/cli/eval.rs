@@ -9,7 +9,7 @@ use crate::dpo::eval::{PairScoring, evaluate};
 use crate::dpo::loss::{LossKind, LossParams};
 use crate::model::CausalLm;
 use crate::model::lora;
-use crate::model::precision::FrozenPrecision;
+use crate::model::precision::{self, FrozenPrecision, MatmulPrecision};
 use crate::tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
@@ -53,6 +53,9 @@ pub struct EvalArgs {
     /// Storage of the base weights, as `train`'s `frozen_precision`: auto, f32, bf16, f16, q8, q4.
     #[arg(long, value_enum, default_value_t = defaults().frozen_precision)]
     frozen_precision: FrozenPrecision,
+    /// How the frozen projections multiply, as `train`'s `matmul_precision`: auto, f32, bf16.
+    #[arg(long, value_enum, default_value_t = defaults().matmul_precision)]
+    matmul_precision: MatmulPrecision,
 }
 
 /// `train`'s defaults, which `eval`'s flags share.
@@ -69,6 +72,7 @@ pub fn run(choice: DeviceChoice, args: EvalArgs) -> anyhow::Result<()> {
     let pairs = read_pairs(&args.data, &tokenizer, args.max_length)?;
     let device = &selected.device;
     let (mut model, _) = CausalLm::load_frozen(&model_dir, device, args.frozen_precision)?;
+    precision::set_matmul_precision(&mut model, args.matmul_precision, device)?;
     if let Some(adapter) = &args.adapter {
         lora::load_peft(&mut model, adapter, device)?;
     }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::io::Rng;
 use crate::kernels::attention::AttentionKernel;
 use crate::model::lora::{self, LoraSettings};
-use crate::model::precision::{self, FrozenPrecision, Storage};
+use crate::model::precision::{self, FrozenPrecision, MatmulPrecision, Storage};
 use crate::model::{CausalLm, ModelConfig};
 use crate::train::optim::{AdamW, Trained};
 use crate::train::window::StepWindow;
@@ -78,6 +78,8 @@ pub struct BenchSettings {
     pub precompute_reference: bool,
     /// Storage of the frozen weights (presets count as bf16 checkpoints, as the real models ship).
     pub frozen_precision: FrozenPrecision,
+    /// How the frozen projections multiply.
+    pub matmul_precision: MatmulPrecision,
     pub lora_r: usize,
     pub seed: u64,
 }
@@ -197,6 +199,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     model.attention_block = s.attention_block;
     model.attention_kernel = s.attention_kernel;
     model.gradient_checkpointing = s.gradient_checkpointing;
+    let products = precision::set_matmul_precision(&mut model, s.matmul_precision, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let settings = LoraSettings::on_every_projection(s.lora_r, 2.0 * s.lora_r as f64, 0.0);
     lora::attach(&mut model, &settings, s.seed, &device);
@@ -325,6 +328,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "row_len": row_len,
         "precompute_reference": s.precompute_reference,
         "frozen_precision": frozen_dtype.name(),
+        "matmul_precision": MatmulPrecision::name(products),
         "frozen_weight_bytes": precision::frozen_weight_bytes(&model),
         "projection_weight_bytes": precision::projection_weight_bytes(&model),
         "tokens_per_second": step_tokens as f64 / step_s,

@@ -8,7 +8,7 @@ use crate::data::PairLayout;
 use crate::dpo::loss::{LossKind, LossParams};
 use crate::error::{Error, Result};
 use crate::io::{parse_ron, read_ron, to_ron};
-use crate::model::precision::FrozenPrecision;
+use crate::model::precision::{FrozenPrecision, MatmulPrecision};
 use crate::train::settings::{require_path, training_config};
 
 training_config! {
@@ -72,6 +72,11 @@ training_config! {
     /// `f16`, or llama.cpp's 8- and 4-bit blocks `q8`/`q4` for the projections, embeddings and head
     /// (9 and 5 bits per weight). Activations, adapters and optimizer state are f32 either way.
     frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
+    /// How the frozen projections multiply: `auto` (bf16 where it is native and the weights are
+    /// bf16: the CPU device on x86-64 with AVX512-BF16; f32 otherwise), `f32` (the weights
+    /// widened, activations f32: the parity-tested path) or `bf16` (activations rounded to bf16 in
+    /// those products, forward and backward, sums in f32; an error where it cannot run).
+    matmul_precision: MatmulPrecision = MatmulPrecision::Auto,
 }
 
 impl TrainConfig {

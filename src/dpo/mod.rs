@@ -16,6 +16,7 @@ use crate::data::{TokenizedPair, make_batch, read_pairs};
 use crate::error::Result;
 use crate::model::CausalLm;
 use crate::model::lora::{self, LoraSettings};
+use crate::model::precision::{self, MatmulPrecision};
 use crate::train::method::Method;
 use crate::train::window::StatRows;
 use crate::train::{MetricsLine, MicroBatch, Objective, Probe, Resume, TrainSummary};
@@ -145,6 +146,12 @@ pub fn train(
     let (mut model, _) = CausalLm::load_frozen(&config.model, device, config.frozen_precision)?;
     model.attention_block = config.attention_block;
     model.attention_kernel = config.attention_kernel;
+    let products = precision::set_matmul_precision(&mut model, config.matmul_precision, device)?;
+    eprintln!(
+        "frozen weights: {}, multiplied in {}",
+        precision::stored(&model).name(),
+        MatmulPrecision::name(products)
+    );
     let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(
         "training: {} pairs ({} eval), {} × {} pairs per step, {} loss, β = {}",

@@ -81,7 +81,8 @@ fn model_files(model_dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Reference `(chosen, rejected)` log-probs of every pair, from the cache in `output` when its key
-/// (model, tokenizer and weight file contents, the frozen weights' storage dtype, token ids)
+/// (model, tokenizer and weight file contents, the frozen weights' storage dtype and product
+/// precision, token ids)
 /// matches, else computed (the model's inference view, adapters off) and written there.
 pub fn load_or_compute(
     output: &Path,
@@ -91,8 +92,7 @@ pub fn load_or_compute(
     scoring: &PairScoring,
     device: &Device,
 ) -> Result<Vec<(f64, f64)>> {
-    let weight_dtype = precision::stored(model).name();
-    let key = cache_key(model_dir, weight_dtype, pairs)?;
+    let key = cache_key(model_dir, &precision::numerics(model), pairs)?;
     let path = output.join(FILE);
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(cache) = serde_json::from_str::<CacheFile>(&text)

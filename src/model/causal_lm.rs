@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::kernels::attention::AttentionKernel;
 use crate::kernels::checkpoint::checkpointed;
 use crate::kernels::projection::blocks::BLOCK;
-use crate::kernels::projection::{BlockOperand, block_matmul, frozen_matmul};
+use crate::kernels::projection::{BlockOperand, Products, block_matmul, frozen_matmul};
 
 /// A Llama-family causal LM.
 #[derive(Module, Debug)]
@@ -321,7 +321,9 @@ impl CausalLm {
         let hidden = hidden.reshape([rows, dims[D - 1]]);
         // [rows, vocab]: the frozen table read in place (its transpose is a strided view).
         let logits = match table {
-            EmbeddingTable::Dense(table) => frozen_matmul(hidden, table.val().transpose()),
+            EmbeddingTable::Dense(table) => {
+                frozen_matmul(hidden, table.val().transpose(), Products::F32)
+            }
             EmbeddingTable::Blocks(table) => block_matmul(hidden, &table.operand()),
         };
         dims[D - 1] = logits.dims()[1];

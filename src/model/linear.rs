@@ -8,7 +8,7 @@ use burn::tensor::Distribution;
 use burn::tensor::module::linear;
 
 use super::quantized::BlockWeight;
-use crate::kernels::projection::{block_lora_matmul, block_matmul};
+use crate::kernels::projection::{Products, block_lora_matmul, block_matmul};
 use crate::kernels::{frozen_matmul, lora_matmul};
 
 /// A low-rank update `s · (x · A) · B` on top of a frozen projection.
@@ -67,6 +67,9 @@ pub struct Linear {
     pub weight: Weight,
     pub bias: Option<Param<Tensor<1>>>,
     pub lora: Option<LoraAdapter>,
+    /// How the frozen dense weight multiplies (`model::precision::MatmulPrecision`).
+    #[module(skip)]
+    pub products: Products,
 }
 
 impl Linear {
@@ -82,6 +85,7 @@ impl Linear {
             weight,
             bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
             lora: None,
+            products: Products::F32,
         }
     }
 
@@ -120,11 +124,14 @@ impl Linear {
                 };
             }
             // One op: `x·W + (x·A)·(s·B)`, the frozen weight in whatever precision it is stored.
-            Weight::Dense(weight) => match lora {
-                Some(lora) if dropout => frozen_matmul(x.clone(), weight.val()) + lora.update(x),
-                Some(lora) => lora_matmul(x, weight.val(), lora.a.val(), lora.scaled_b()),
-                None => frozen_matmul(x, weight.val()),
-            },
+            Weight::Dense(weight) => {
+                let (w, products) = (weight.val(), self.products);
+                match lora {
+                    Some(lora) if dropout => frozen_matmul(x.clone(), w, products) + lora.update(x),
+                    Some(lora) => lora_matmul(x, w, lora.a.val(), lora.scaled_b(), products),
+                    None => frozen_matmul(x, w, products),
+                }
+            }
             Weight::Blocks(weight) => {
                 let weight = weight.operand();
                 match lora {

@@ -4,7 +4,9 @@
 //! throughout, or llama.cpp's 8- or 4-bit blocks (`q8`, `q4`).
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
-//! each matmul widens its weight to f32 on the fly (`kernels::projection`). The precision is
+//! each matmul widens its weight to f32 on the fly (`kernels::projection`) — unless
+//! `matmul_precision` ([`MatmulPrecision`]) multiplies bf16 weights in bf16, with f32 sums, on CPUs
+//! that have the instructions. The precision is
 //! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. In half
 //! precision the embeddings (and the LM head tied to them) stay f32, as the fused log-prob op reads
 //! a dense head whole per chunk; in blocks they are blocks too, which that op reads tile by tile.
@@ -14,7 +16,7 @@ use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kernels::projection::BlockFormat;
+use crate::kernels::projection::{BlockFormat, Products, cpu_has_bf16_products};
 use crate::model::CausalLm;
 use crate::model::linear::Weight;
 
@@ -99,6 +101,77 @@ impl FrozenPrecision {
     }
 }
 
+/// How the frozen projections multiply (the `matmul_precision` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MatmulPrecision {
+    /// bf16 where it is native and the weights already are bf16 (the CPU device, x86-64 with
+    /// AVX512-BF16, bf16 frozen weights); f32 otherwise.
+    Auto,
+    /// The weights widened to f32 and the activations kept f32 (the parity-tested path).
+    F32,
+    /// Activations rounded to bf16 in the frozen projections, forward and backward, sums in f32
+    /// (PyTorch's bf16 matmuls); needs bf16 frozen weights, the CPU device and AVX512-BF16.
+    Bf16,
+}
+
+impl MatmulPrecision {
+    /// The products for weights stored as `storage` on `device`. An explicit `bf16` that cannot
+    /// run is an error that says why.
+    pub fn resolve(self, device: &Device, storage: Storage) -> Result<Products> {
+        let native = cpu_has_bf16_products();
+        let cpu = crate::device::is_flex(device);
+        let bf16_weights = storage == Storage::Dense(FloatDType::BF16);
+        match self {
+            Self::F32 => Ok(Products::F32),
+            Self::Auto if native && cpu && bf16_weights => Ok(Products::Bf16),
+            Self::Auto => Ok(Products::F32),
+            Self::Bf16 => {
+                let why = if !cpu {
+                    "it runs on the CPU device only (--device cpu)".to_string()
+                } else if !native {
+                    "this CPU lacks AVX512-BF16 (x86-64 from Intel Cooper Lake or Sapphire Rapids, \
+                     or AMD Zen 4, on)"
+                        .to_string()
+                } else if !bf16_weights {
+                    format!(
+                        "it multiplies bf16 weights, and these are stored as {} (set \
+                         frozen_precision to bf16, or auto with a bf16 checkpoint)",
+                        storage.name()
+                    )
+                } else {
+                    return Ok(Products::Bf16);
+                };
+                Err(Error::Invalid(format!(
+                    "matmul_precision: bf16 is not available: {why}; use auto or f32"
+                )))
+            }
+        }
+    }
+
+    /// A short name for reports (`f32`, `bf16`) of what `products` does.
+    pub fn name(products: Products) -> &'static str {
+        match products {
+            Products::F32 => "f32",
+            Products::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Resolves `setting` for `model` on `device` and applies it to every projection; returns what
+/// it resolved to.
+pub fn set_matmul_precision(
+    model: &mut CausalLm,
+    setting: MatmulPrecision,
+    device: &Device,
+) -> Result<Products> {
+    let products = setting.resolve(device, stored(model))?;
+    for (_, linear) in model.projections_mut() {
+        linear.products = products;
+    }
+    Ok(products)
+}
+
 /// The float dtype of a safetensors storage dtype (`None` for non-float types).
 pub fn float_dtype(dtype: safetensors::Dtype) -> Option<FloatDType> {
     use safetensors::Dtype;
@@ -131,6 +204,20 @@ pub fn stored(model: &CausalLm) -> Storage {
                 Weight::Blocks(w) => Storage::Blocks(w.format),
             }
         })
+}
+
+/// The frozen weights' storage and, when their products run in bf16, that too (`bf16` or
+/// `bf16 (bf16 products)`): what the reference log-probs depend on, for the cache key.
+pub fn numerics(model: &CausalLm) -> String {
+    let storage = stored(model).name();
+    let products = model
+        .layers
+        .first()
+        .map_or(Products::F32, |layer| layer.self_attn.q_proj.products);
+    match products {
+        Products::F32 => storage.to_string(),
+        Products::Bf16 => format!("{storage} (bf16 products)"),
+    }
 }
 
 /// Bytes of every frozen matrix as stored: the projections, the embeddings and an untied head
@@ -181,5 +268,47 @@ mod tests {
             .unwrap();
         assert_eq!(q8.name(), "q8_0");
         assert_eq!(Storage::Dense(FloatDType::BF16).name(), "bf16");
+    }
+
+    #[test]
+    #[allow(deprecated)] // ndarray stays selectable
+    fn matmul_precision_resolves_to_bf16_only_where_it_can_run() {
+        let (cpu, ndarray) = (Device::flex(), Device::ndarray());
+        let bf16 = Storage::Dense(FloatDType::BF16);
+        let f32 = Storage::Dense(FloatDType::F32);
+        let native = cpu_has_bf16_products();
+        let resolve = |p: MatmulPrecision, d: &Device, s| p.resolve(d, s);
+        let auto = resolve(MatmulPrecision::Auto, &cpu, bf16).unwrap();
+        assert_eq!(auto == Products::Bf16, native);
+        for storage in [f32, Storage::Blocks(BlockFormat::Q8_0)] {
+            assert_eq!(
+                resolve(MatmulPrecision::Auto, &cpu, storage).unwrap(),
+                Products::F32
+            );
+        }
+        assert_eq!(
+            resolve(MatmulPrecision::Auto, &ndarray, bf16).unwrap(),
+            Products::F32
+        );
+        assert_eq!(
+            resolve(MatmulPrecision::F32, &cpu, bf16).unwrap(),
+            Products::F32
+        );
+        let err = |d: &Device, s| {
+            resolve(MatmulPrecision::Bf16, d, s)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&ndarray, bf16).contains("runs on the CPU device only"));
+        if native {
+            assert_eq!(
+                resolve(MatmulPrecision::Bf16, &cpu, bf16).unwrap(),
+                Products::Bf16
+            );
+            let e = err(&cpu, f32);
+            assert!(e.contains("these are stored as f32"), "{e}");
+        } else {
+            assert!(err(&cpu, bf16).contains("lacks AVX512-BF16"));
+        }
     }
 }

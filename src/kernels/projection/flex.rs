@@ -1,7 +1,8 @@
 //! The projections on flex: a few rows (decoding) as matrix-vector products that read the weight
 //! in its stored precision (`few_rows.rs`), dense f32 products straight to `gemm` (`gemm.rs`),
-//! bf16 weights widened by the parallel kernel of `kernels::cpu`, blocks a tile at a time inside the product
-//! (`blocks_cpu.rs`).
+//! bf16 weights multiplied in bf16 with [`Products::Bf16`] where the CPU can (`bf16_gemm.rs`) and
+//! otherwise widened by the parallel kernel of `kernels::cpu`, blocks a tile at a time inside the
+//! product (`blocks_cpu.rs`).
 
 use burn::backend::flex::Flex;
 use burn::backend::ops::FloatTensorOps;
@@ -9,13 +10,21 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::DType;
 
 use super::blocks_cpu::{self, Side};
-use super::{BlockFormat, ProjectionOps, blocks, cast_like, few_rows, gemm};
+use super::{BlockFormat, Products, ProjectionOps, blocks, cast_like, few_rows, gemm};
 
-/// Flex: f32 products go straight to `gemm`; bf16 weights are widened by the parallel kernel of
-/// `kernels::cpu`; blocks a tile at a time inside the product (`blocks_cpu`).
+/// Flex: f32 products go straight to `gemm`; bf16 weights are multiplied in bf16 when asked and
+/// able, else widened by the parallel kernel of `kernels::cpu`; blocks a tile at a time inside the
+/// product (`blocks_cpu`).
 impl ProjectionOps for Flex {
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn frozen_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        products: usize,
+    ) -> FloatTensor<Self> {
         if let Some(out) = few_rows::product(&x, &weight, None) {
+            return out;
+        }
+        if let Some(out) = bf16_product(&x, &weight, None, products) {
             return out;
         }
         let weight = widen_like(weight, &x);
@@ -31,8 +40,12 @@ impl ProjectionOps for Flex {
         weight: FloatTensor<Self>,
         u: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        products: usize,
     ) -> FloatTensor<Self> {
         if let Some(out) = few_rows::product(&x, &weight, Some((&u, &v))) {
+            return out;
+        }
+        if let Some(out) = bf16_product(&x, &weight, Some((&u, &v)), products) {
             return out;
         }
         let weight = widen_like(weight, &x);
@@ -96,6 +109,28 @@ impl ProjectionOps for Flex {
     }
 }
 
+/// `x · weight (+ u · v)` multiplied in bf16 (`bf16_gemm`), when `products` asks for it and the
+/// operands and the CPU allow; `None` otherwise.
+fn bf16_product(
+    x: &FloatTensor<Flex>,
+    weight: &FloatTensor<Flex>,
+    plus: Option<(&FloatTensor<Flex>, &FloatTensor<Flex>)>,
+    products: usize,
+) -> Option<FloatTensor<Flex>> {
+    if Products::from_code(products) != Products::Bf16 {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::bf16_gemm::product(x, weight, plus)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, weight, plus);
+        None
+    }
+}
+
 /// A flex weight in `x`'s dtype: bf16 → f32 by the parallel kernel, anything else by flex's cast.
 fn widen_like(weight: FloatTensor<Flex>, x: &FloatTensor<Flex>) -> FloatTensor<Flex> {
     if weight.dtype() == DType::BF16 && x.dtype() == DType::F32 {
@@ -133,7 +168,7 @@ fn flex_blocks(
         Side::Backward => weight,
     };
     match plus {
-        Some((u, v)) => Flex::matmul_add_product(lhs, weight, u, v),
-        None => Flex::frozen_matmul(lhs, weight),
+        Some((u, v)) => Flex::matmul_add_product(lhs, weight, u, v, Products::F32.code()),
+        None => Flex::frozen_matmul(lhs, weight, Products::F32.code()),
     }
 }

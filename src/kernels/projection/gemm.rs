@@ -12,7 +12,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
 
 /// Below this many multiply-adds a product runs on one thread (flex's own threshold).
-const PARALLEL_MACS: usize = 192 * 192 * 192;
+pub(crate) const PARALLEL_MACS: usize = 192 * 192 * 192;
 
 /// A 2-D f32 matrix as `gemm` reads it: its first element and its (row, column) strides.
 pub(crate) struct Operand<'a> {

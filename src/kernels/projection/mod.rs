@@ -13,6 +13,8 @@
 //!   accumulated into another, where the decomposed graph would add two `[rows, d_in]` gradients.
 //!   The frozen weight never gets a gradient.
 //! - **Flex** runs both products through `gemm` into one unzeroed buffer (`flex.rs`, `gemm.rs`).
+//!   With [`Products::Bf16`] a bf16 weight multiplies activations rounded to bf16, with f32 sums,
+//!   on CPUs with AVX512-BF16 (`bf16_gemm.rs`): twice the multiply-adds per instruction.
 //!   Other backends compose ordinary ops (Fusion fuses them lazily on wgpu).
 //! - **Autodiff** (`tracked.rs`) keeps the stored weight, dense or in blocks, for the backward.
 
@@ -27,6 +29,8 @@ use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
+#[cfg(target_arch = "x86_64")]
+mod bf16_gemm;
 pub mod blocks;
 mod blocks_cpu;
 mod blocks_wgsl;
@@ -37,42 +41,91 @@ mod tracked;
 
 pub use blocks::BlockFormat;
 
+/// How a frozen product by a dense weight multiplies (resolved from the `matmul_precision`
+/// setting by `model::precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// The weight widened to `x`'s dtype (f32): the parity-tested path.
+    #[default]
+    F32,
+    /// A bf16 weight by `x` rounded to bf16, the sums in f32, where the backend has such a
+    /// product (flex on CPUs with AVX512-BF16); as [`Self::F32`] elsewhere.
+    Bf16,
+}
+
+impl Products {
+    /// The op argument (`backend_extension` ops take plain values).
+    pub fn code(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_code(code: usize) -> Self {
+        match code {
+            0 => Self::F32,
+            1 => Self::Bf16,
+            _ => panic!("unknown product precision code {code}"),
+        }
+    }
+}
+
+/// Whether this CPU multiplies bf16 by bf16 natively, as [`Products::Bf16`] does on flex
+/// (x86-64 with AVX512-BF16).
+pub fn cpu_has_bf16_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        bf16_gemm::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The operations (differentiable in everything but the frozen weight: `Autodiff` routes to the
 /// impl below). Row-major 2-D operands; a dense weight may be stored in any float dtype. A
 /// block-quantized weight `W` `[d_out, d_in]` is its `words` and `scales` (`blocks.rs`) with its
 /// format's [`BlockFormat::code`].
 #[backend_extension(Autodiff, Cube, Fusion, Flex, NdArray)]
 pub trait ProjectionOps: Backend {
-    /// `x` `[rows, d_in]` · `weight` `[d_in, d_out]` → `[rows, d_out]` in `x`'s dtype.
+    /// `x` `[rows, d_in]` · `weight` `[d_in, d_out]` → `[rows, d_out]` in `x`'s dtype, multiplied
+    /// as [`Products::from_code`]`(products)` says.
     #[fusion(default)]
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn frozen_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        products: usize,
+    ) -> FloatTensor<Self> {
+        let _ = products;
         let weight = cast_like::<Self>(weight, &x);
         Self::float_matmul(x, weight)
     }
 
-    /// `x · weight + u · v`, with `u` `[rows, r]` and `v` `[r, d_out]` in `x`'s dtype.
+    /// `x · weight + u · v`, with `u` `[rows, r]` and `v` `[r, d_out]` in `x`'s dtype (`u · v`
+    /// in `x`'s dtype whatever `products` says).
     #[fusion(default)]
     fn matmul_add_product(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         u: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        products: usize,
     ) -> FloatTensor<Self> {
-        let base = Self::frozen_matmul(x, weight);
+        let base = Self::frozen_matmul(x, weight, products);
         Self::float_add(base, Self::float_matmul(u, v))
     }
 
     /// LoRA: `x · weight + (x · a) · b`, with `a` `[d_in, r]` and `b` `[r, d_out]` (carrying
-    /// LoRA's scale).
+    /// LoRA's scale); only the frozen product follows `products`.
     #[fusion(default)]
     fn lora_matmul(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        products: usize,
     ) -> FloatTensor<Self> {
         let u = Self::float_matmul(x.clone(), a);
-        Self::matmul_add_product(x, weight, u, b)
+        Self::matmul_add_product(x, weight, u, b, products)
     }
 
     /// The block-quantized `W` `[d_out, d_in]` in f32.
@@ -94,7 +147,7 @@ pub trait ProjectionOps: Backend {
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let weight = Self::float_transpose(Self::dequantize_blocks(words, scales, format));
-        Self::matmul_add_product(x, weight, u, v)
+        Self::matmul_add_product(x, weight, u, v, Products::F32.code())
     }
 
     /// `x` `[rows, d_in]` · `Wᵀ` → `[rows, d_out]`.
@@ -120,7 +173,7 @@ pub trait ProjectionOps: Backend {
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let weight = Self::dequantize_blocks(words, scales, format);
-        Self::matmul_add_product(g, weight, u, v)
+        Self::matmul_add_product(g, weight, u, v, Products::F32.code())
     }
 
     /// The backward's `g` `[rows, d_out]` · `W` → `[rows, d_in]`.
@@ -150,22 +203,32 @@ pub trait ProjectionOps: Backend {
 }
 
 /// `x` `[rows, d_in]` · a frozen `weight` `[d_in, d_out]` in any float dtype → `[rows, d_out]` in
-/// `x`'s dtype, keeping only the stored weight for the backward.
-pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+/// `x`'s dtype, keeping only the stored weight for the backward (whose `∂x = g · Wᵀ` multiplies
+/// as `products` says too).
+pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>, products: Products) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as ProjectionOps>::frozen_matmul(
         x.into_dispatch(),
         weight.into_dispatch(),
+        products.code(),
     ))
 }
 
 /// `x · weight + (x · a) · b` for a frozen `weight` (any float dtype) and trainable `a`
-/// `[d_in, r]`, `b` `[r, d_out]`: gradients for `x`, `a` and `b`.
-pub fn lora_matmul(x: Tensor<2>, weight: Tensor<2>, a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+/// `[d_in, r]`, `b` `[r, d_out]`: gradients for `x`, `a` and `b`. Only the frozen products (forward
+/// and `∂x`) follow `products`; LoRA's own stay f32.
+pub fn lora_matmul(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    a: Tensor<2>,
+    b: Tensor<2>,
+    products: Products,
+) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as ProjectionOps>::lora_matmul(
         x.into_dispatch(),
         weight.into_dispatch(),
         a.into_dispatch(),
         b.into_dispatch(),
+        products.code(),
     ))
 }
 
@@ -291,15 +354,54 @@ mod tests {
         let cot = normal([rows, d_out], &device);
 
         if frozen_too {
-            let fused = frozen_matmul(x.clone(), weight.clone());
+            let fused = frozen_matmul(x.clone(), weight.clone(), Products::F32);
             assert_eq!(fused.dtype(), x.dtype());
             let plain = x.clone().matmul(wide.clone());
             assert_same(fused, plain, &cot, &[&x]);
         }
 
-        let fused = lora_matmul(x.clone(), weight, a.clone(), b.clone());
+        let fused = lora_matmul(x.clone(), weight, a.clone(), b.clone(), Products::F32);
         let plain = x.clone().matmul(wide) + x.clone().matmul(a.clone()).matmul(b.clone());
         assert_same(fused, plain, &cot, &[&x, &a, &b]);
+    }
+
+    /// With bf16 products (where the CPU has them) the frozen product takes `x` rounded to bf16
+    /// forward and the cotangent rounded to bf16 backward, while LoRA's products stay f32:
+    /// values and gradients match that reference within 1e-5, which they could not if either
+    /// pass had stayed f32 (bf16 rounding is ~4e-3).
+    #[test]
+    fn bf16_products_round_the_frozen_operands_only_on_flex() {
+        if !cpu_has_bf16_products() {
+            eprintln!("skipping: this CPU has no AVX512-BF16");
+            return;
+        }
+        let device = Device::flex().autodiff();
+        let (rows, d_in, d_out, r) = (20, 70, 60, 3);
+        let round = |t: Tensor<2>| t.cast(FloatDType::BF16).cast(FloatDType::F32);
+        let x = normal([rows, d_in], &device).require_grad();
+        let a = normal([d_in, r], &device).require_grad();
+        let b = normal([r, d_out], &device).require_grad();
+        let weight = normal([d_in, d_out], &device).cast(FloatDType::BF16);
+        let wide = weight.clone().cast(FloatDType::F32).inner();
+        let cot = normal([rows, d_out], &device);
+        let fused = lora_matmul(x.clone(), weight, a.clone(), b.clone(), Products::Bf16);
+        let grads = (fused.clone() * cot.clone()).sum().backward();
+        let (x0, a0, b0) = (x.clone().inner(), a.clone().inner(), b.clone().inner());
+        let cot0 = cot.inner();
+        let lora = x0.clone().matmul(a0.clone()).matmul(b0.clone());
+        let value = round(x0.clone()).matmul(wide.clone()) + lora.clone();
+        let du = cot0.clone().matmul(b0.transpose());
+        let lora_dx = du.clone().matmul(a0.clone().transpose());
+        let dx = round(cot0.clone()).matmul(wide.clone().transpose()) + lora_dx;
+        let da = x0.clone().transpose().matmul(du);
+        let db = x0.clone().matmul(a0).transpose().matmul(cot0);
+        close(fused.clone().inner(), value);
+        close(x.grad(&grads).unwrap(), dx);
+        close(a.grad(&grads).unwrap(), da);
+        close(b.grad(&grads).unwrap(), db);
+        // The f32 product is more than the tolerance away: an f32 path would have failed above.
+        let f32_value = x0.matmul(wide) + lora;
+        assert!(max_rel_err(fused.inner(), f32_value) > 1e-4);
     }
 
     #[test]
@@ -324,7 +426,7 @@ mod tests {
             normal([2, 5], &device),
         );
         let plain = x.clone().matmul(w.clone()) + x.clone().matmul(a.clone()).matmul(b.clone());
-        close(lora_matmul(x, w, a, b), plain);
+        close(lora_matmul(x, w, a, b, Products::F32), plain);
     }
 
     /// On wgpu each new shape and dtype compiles (and autotunes) kernels, slowly on the software

@@ -34,9 +34,13 @@ trait Frozen<B: ProjectionOps>: Clone + Send + fmt::Debug + 'static {
     fn grad_matmul(&self, g: FloatTensor<B>) -> FloatTensor<B>;
 }
 
-/// A dense `[d_in, d_out]` weight in any float dtype.
+/// A dense `[d_in, d_out]` weight in any float dtype, and how its products multiply
+/// ([`super::Products`] code).
 #[derive(Debug, Clone)]
-struct Dense<B: Backend>(FloatTensor<B>);
+struct Dense<B: Backend> {
+    weight: FloatTensor<B>,
+    products: usize,
+}
 
 impl<B: ProjectionOps> Frozen<B> for Dense<B> {
     fn matmul_add_product(
@@ -45,10 +49,10 @@ impl<B: ProjectionOps> Frozen<B> for Dense<B> {
         u: FloatTensor<B>,
         v: FloatTensor<B>,
     ) -> FloatTensor<B> {
-        B::matmul_add_product(x, self.0.clone(), u, v)
+        B::matmul_add_product(x, self.weight.clone(), u, v, self.products)
     }
     fn matmul(&self, x: FloatTensor<B>) -> FloatTensor<B> {
-        B::frozen_matmul(x, self.0.clone())
+        B::frozen_matmul(x, self.weight.clone(), self.products)
     }
     fn grad_matmul_add_product(
         &self,
@@ -56,10 +60,11 @@ impl<B: ProjectionOps> Frozen<B> for Dense<B> {
         u: FloatTensor<B>,
         v: FloatTensor<B>,
     ) -> FloatTensor<B> {
-        B::matmul_add_product(g, B::float_transpose(self.0.clone()), u, v)
+        let weight = B::float_transpose(self.weight.clone());
+        B::matmul_add_product(g, weight, u, v, self.products)
     }
     fn grad_matmul(&self, g: FloatTensor<B>) -> FloatTensor<B> {
-        B::frozen_matmul(g, B::float_transpose(self.0.clone()))
+        B::frozen_matmul(g, B::float_transpose(self.weight.clone()), self.products)
     }
 }
 
@@ -101,8 +106,13 @@ impl<B: ProjectionOps> Frozen<B> for Blocks<B> {
 /// Only `x` (and LoRA's factors) are inputs: the weight is frozen by contract, and the backward
 /// keeps the *stored* weight.
 impl<B: ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodiff<B, C> {
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked_frozen::<B, C, _>(x, Dense(weight.into_primitive()))
+    fn frozen_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        products: usize,
+    ) -> FloatTensor<Self> {
+        let weight = weight.into_primitive();
+        tracked_frozen::<B, C, _>(x, Dense { weight, products })
     }
 
     fn lora_matmul(
@@ -110,8 +120,10 @@ impl<B: ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        products: usize,
     ) -> FloatTensor<Self> {
-        tracked_lora::<B, C, _>(x, a, b, Dense(weight.into_primitive()))
+        let weight = weight.into_primitive();
+        tracked_lora::<B, C, _>(x, a, b, Dense { weight, products })
     }
 
     fn dequantize_blocks(
