@@ -247,6 +247,34 @@ fn bench_prints_one_json_line_with_its_figures() {
     assert_clean_failure(&out, &["unknown preset `gpt-5`", "qwen2.5-0.5b"]);
 }
 
+/// A preset counts as a bf16 checkpoint: `auto` multiplies it in bf16 where the CPU can and says
+/// so in the report; f32 weights with an explicit `bf16` are refused with the reason (on any CPU:
+/// either it lacks the instructions or the weights are not bf16).
+#[test]
+fn bench_reports_the_product_precision_and_refuses_an_impossible_one() {
+    let base = "--device cpu bench --preset tiny --batch-size 2 --seq-len 16 --steps 1 --warmup 0";
+    let native = minordpo::kernels::projection::cpu_has_bf16_products();
+    for (flags, want) in [
+        ("", if native { "bf16" } else { "f32" }),
+        ("--matmul-precision f32", "f32"),
+        ("--frozen-precision f32", "f32"),
+    ] {
+        let out = minordpo(&words(&format!("{base} {flags}")));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["matmul_precision"], want, "{flags}: {report}");
+    }
+    let out = minordpo(&words(&format!(
+        "{base} --frozen-precision f32 --matmul-precision bf16"
+    )));
+    let why = if native {
+        "stored as f32"
+    } else {
+        "lacks AVX512-BF16"
+    };
+    assert_clean_failure(&out, &["matmul_precision: bf16 is not available", why]);
+}
+
 /// The Hub variables pointing at `server` and a cache under `root` (a home without a token file).
 fn hub_env<'a>(server: &'a HubServer, root: &'a Path) -> Vec<(&'static str, String)> {
     vec![
