@@ -53,6 +53,10 @@ pub struct CausalLm {
     /// (`kernels::checkpointed`): training keeps one input per layer.
     #[module(skip)]
     pub gradient_checkpointing: bool,
+    /// How the frozen products multiply (`model::precision::set_matmul_precision` sets it with
+    /// each projection's): the LM head follows it.
+    #[module(skip)]
+    pub products: Products,
 }
 
 /// Query rows per attention block unless a run sets another: at the SmolLM2 shape a block's
@@ -94,8 +98,8 @@ impl CausalLm {
 
     /// [`Self::load_frozen`] for decoding: a tied embedding table of a half-precision model is
     /// stored in that precision too (the head is each decoding step's largest product, and
-    /// `frozen_matmul` reads it in place), which training cannot do (the fused log-prob op reads
-    /// the head in f32).
+    /// `frozen_matmul` reads it in place). Training does so only with bf16 products
+    /// (`precision::set_matmul_precision`); otherwise the fused log-prob op reads the head in f32.
     pub fn load_for_decoding(
         dir: &Path,
         device: &Device,
@@ -103,7 +107,7 @@ impl CausalLm {
     ) -> Result<(Self, Storage)> {
         let (mut model, storage) = Self::load_frozen(dir, device, precision)?;
         if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
-            model.embed_tokens = model.embed_tokens.narrowed(half);
+            model.embed_tokens.narrow(half);
         }
         Ok((model, storage))
     }
@@ -223,6 +227,7 @@ impl CausalLm {
             attention_block: DEFAULT_ATTENTION_BLOCK,
             attention_kernel: AttentionKernel::Auto,
             gradient_checkpointing: false,
+            products: Products::F32,
         })
     }
 
@@ -322,7 +327,7 @@ impl CausalLm {
         // [rows, vocab]: the frozen table read in place (its transpose is a strided view).
         let logits = match table {
             EmbeddingTable::Dense(table) => {
-                frozen_matmul(hidden, table.val().transpose(), Products::F32)
+                frozen_matmul(hidden, table.val().transpose(), self.products)
             }
             EmbeddingTable::Blocks(table) => block_matmul(hidden, &table.operand()),
         };
@@ -335,9 +340,11 @@ impl CausalLm {
     pub fn lm_head_weight(&self) -> Option<HeadWeight> {
         match &self.lm_head {
             None => Some(match &self.embed_tokens {
-                EmbeddingTable::Dense(table) => {
-                    HeadWeight::Dense(table.val().cast(FloatDType::F32).transpose())
-                }
+                // bf16 products read a bf16 table as it is; anything else reads f32.
+                EmbeddingTable::Dense(table) => HeadWeight::Dense(match self.products {
+                    Products::Bf16 if table.val().dtype() == DType::BF16 => table.val().transpose(),
+                    _ => table.val().cast(FloatDType::F32).transpose(),
+                }),
                 EmbeddingTable::Blocks(table) => HeadWeight::Blocks(table.operand()),
             }),
             Some(head) if head.bias.is_none() && head.lora.is_none() => Some(match &head.weight {

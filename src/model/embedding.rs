@@ -1,5 +1,5 @@
-//! The token embeddings `E` `[vocab, hidden]`: f32, or (with `frozen_precision: q8 | q4`) in the
-//! same blocks as the projections, along `hidden`. A tied LM head reads the same table, so in
+//! The token embeddings `E` `[vocab, hidden]`: f32, bf16/f16 (decoding; bf16 products), or (with
+//! `frozen_precision: q8 | q4`) in the same blocks as the projections, along `hidden`. A tied LM head reads the same table, so in
 //! blocks it is the head of the fused log-prob op too (`kernels::logprobs`), never widened whole.
 
 use burn::module::Param;
@@ -13,8 +13,8 @@ use crate::kernels::projection::{BlockOperand, dequantize_blocks};
 /// The embedding table.
 #[derive(Module, Debug)]
 pub enum EmbeddingTable {
-    /// `[vocab, hidden]` f32 (trained in full fine-tuning), or bf16/f16 for decoding
-    /// ([`Self::narrowed`]).
+    /// `[vocab, hidden]` f32 (trained in full fine-tuning), or bf16/f16 for decoding and for
+    /// bf16 products ([`Self::narrow`]).
     Dense(Param<Tensor<2>>),
     /// Frozen blocks of `[vocab, hidden]`.
     Blocks(BlockWeight),
@@ -40,14 +40,14 @@ impl EmbeddingTable {
         }
     }
 
-    /// A frozen dense table stored in `dtype` (decoding: a tied head read in half precision is
-    /// half the bytes of each step's largest product); blocks and trained tables as they are.
-    pub fn narrowed(self, dtype: FloatDType) -> Self {
-        match self {
-            Self::Dense(table) if !table.val().is_require_grad() => {
-                Self::Dense(Param::from_tensor(table.val().cast(dtype)).set_require_grad(false))
-            }
-            other => other,
+    /// Stores a frozen dense table in `dtype` (decoding: a tied head read in half precision is
+    /// half the bytes of each step's largest product; bf16 products: the fused log-prob op
+    /// multiplies it in bf16); blocks and trained tables stay as they are.
+    pub fn narrow(&mut self, dtype: FloatDType) {
+        if let Self::Dense(table) = self
+            && !table.val().is_require_grad()
+        {
+            *table = Param::from_tensor(table.val().cast(dtype)).set_require_grad(false);
         }
     }
 

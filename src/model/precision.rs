@@ -4,13 +4,16 @@
 //! throughout, or llama.cpp's 8- or 4-bit blocks (`q8`, `q4`).
 //!
 //! Only storage changes: activations, LoRA parameters, gradients and optimizer state stay f32, and
-//! each matmul widens its weight to f32 on the fly (`kernels::projection`) — unless
-//! `matmul_precision` ([`MatmulPrecision`]) multiplies bf16 weights in bf16, with f32 sums, on CPUs
-//! that have the instructions. The precision is
+//! each matmul widens its weight to f32 on the fly (`kernels::projection`). The precision is
 //! applied while the checkpoint is read (`CausalLm::load_frozen`), one tensor at a time. In half
 //! precision the embeddings (and the LM head tied to them) stay f32, as the fused log-prob op reads
 //! a dense head whole per chunk; in blocks they are blocks too, which that op reads tile by tile.
+//!
+//! How the frozen products multiply is the second setting, `matmul_precision`
+//! ([`MatmulPrecision`], [`set_matmul_precision`]): on CPUs with AVX512-BF16 a bf16 model's
+//! projections and LM head multiply in bf16 with f32 sums (the head's table then stored in bf16).
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -158,16 +161,30 @@ impl MatmulPrecision {
     }
 }
 
-/// Resolves `setting` for `model` on `device` and applies it to every projection; returns what
-/// it resolved to.
+/// Resolves `setting` for `model` on `device` and applies it to every projection and the LM head;
+/// returns what it resolved to. With bf16 products a dense frozen head (the tied embeddings or an
+/// untied head) is stored in bf16 too, which the fused log-prob op then multiplies in bf16 (for
+/// a bf16 checkpoint, its own values: nothing is rounded that was not already).
 pub fn set_matmul_precision(
     model: &mut CausalLm,
     setting: MatmulPrecision,
     device: &Device,
 ) -> Result<Products> {
     let products = setting.resolve(device, stored(model))?;
+    model.products = products;
     for (_, linear) in model.projections_mut() {
         linear.products = products;
+    }
+    if products == Products::Bf16 {
+        model.embed_tokens.narrow(FloatDType::BF16);
+        if let Some(head) = model.lm_head.as_mut() {
+            head.products = products;
+            if let Weight::Dense(w) = &mut head.weight
+                && !w.val().is_require_grad()
+            {
+                *w = Param::from_tensor(w.val().cast(FloatDType::BF16)).set_require_grad(false);
+            }
+        }
     }
     Ok(products)
 }
@@ -207,16 +224,12 @@ pub fn stored(model: &CausalLm) -> Storage {
 }
 
 /// The frozen weights' storage and, when their products run in bf16, that too (`bf16` or
-/// `bf16 (bf16 products)`): what the reference log-probs depend on, for the cache key.
+/// `bf16 (bf16 products, bf16 head)`): what the reference log-probs depend on, for the cache key.
 pub fn numerics(model: &CausalLm) -> String {
     let storage = stored(model).name();
-    let products = model
-        .layers
-        .first()
-        .map_or(Products::F32, |layer| layer.self_attn.q_proj.products);
-    match products {
+    match model.products {
         Products::F32 => storage.to_string(),
-        Products::Bf16 => format!("{storage} (bf16 products)"),
+        Products::Bf16 => format!("{storage} (bf16 products, bf16 head)"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The row work of the fused LM-head log-prob op on flex, for f32: one threaded pass per row
 //! (max, log-sum-exp, the pick and the logit gradient) with the vectorised exp of `kernels::cpu`;
-//! the chunk products call `gemm` directly.
+//! the chunk products call `gemm` directly, or, for a bf16 head (`matmul_precision: bf16`), the
+//! bf16 kernel of `projection`.
 
 use burn::backend::TensorMetadata;
 use burn::backend::flex::{Flex, FlexTensor};
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 
 use super::rows::{PlainRows, RowOps};
 use crate::kernels::cpu::{row_max_lse, row_neg_scaled_softmax, values};
-use crate::kernels::projection::gemm;
+use crate::kernels::projection::{Products, ProjectionOps, gemm};
 
 /// The row work on flex as fused, threaded CPU kernels (`kernels::cpu`), for f32.
 struct CpuRows;
@@ -33,6 +34,9 @@ impl RowOps<Flex> for CpuRows {
     fn matmul(&self, a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
         if gemm::all_f32_matrices(&[&a, &b]) {
             gemm::matmul_add(&a, &b, None)
+        } else if b.dtype() == DType::BF16 {
+            // A bf16 head exists only with bf16 products (`model::precision`).
+            Flex::frozen_matmul(a, b, Products::Bf16.code())
         } else {
             Flex::float_matmul(a, b)
         }

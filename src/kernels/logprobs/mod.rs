@@ -409,4 +409,54 @@ mod tests {
     }
 
     crate::device::on_every_backend!(check_against_plain => fused_matches_plain_on_flex, fused_matches_plain_on_ndarray, fused_matches_plain_on_wgpu);
+
+    /// A frozen bf16 head (`matmul_precision: bf16`) on flex: each chunk's logits multiply the
+    /// hidden rows rounded to bf16, and the gradient direction multiplies `onehot − softmax`
+    /// rounded to bf16, both by the stored table; the rest stays f32. Against that reference
+    /// within 1e-5 (an f32 product would be ~1e-3 away).
+    #[test]
+    fn a_bf16_head_multiplies_in_bf16_on_flex() {
+        use burn::tensor::FloatDType;
+        if !crate::kernels::projection::cpu_has_bf16_products() {
+            eprintln!("skipping: this CPU has no AVX512-BF16");
+            return;
+        }
+        let device = Device::flex().autodiff();
+        let (rows, h, v) = (15, 40, 37); // chunks of 5: more rows than decoding's few-row path
+        let round = |t: Tensor<2>| t.cast(FloatDType::BF16).cast(FloatDType::F32);
+        let hidden = Tensor::<2>::random([rows, h], Distribution::Normal(0.0, 1.0), &device);
+        let table = Tensor::<2>::random([v, h], Distribution::Normal(0.0, 1.0), &device)
+            .cast(FloatDType::BF16); // E [V, H]
+        let ids: Vec<i64> = (0..rows as i64).map(|i| (i * 7) % v as i64).collect();
+        let targets = Tensor::<1, Int>::from_ints(ids.as_slice(), &device);
+        let coeffs = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), &device);
+        let hd = hidden.clone().detach().require_grad();
+        let out = linear_logprobs(hd.clone(), table.clone().transpose(), targets.clone(), 5);
+        let grads = (out.clone() * coeffs.clone()).sum().backward();
+
+        let (hidden, coeffs) = (hidden.inner(), coeffs.inner());
+        let (e, targets) = (table.inner().cast(FloatDType::F32), targets.inner());
+        let f32_logits = hidden.clone().matmul(e.clone().transpose());
+        let f32_want = log_softmax(f32_logits, 1).gather(1, targets.clone().unsqueeze_dim::<2>(1));
+        let logits = round(hidden).matmul(e.clone().transpose()); // [rows, V]
+        let logp = log_softmax(logits, 1);
+        let want = logp
+            .clone()
+            .gather(1, targets.clone().unsqueeze_dim::<2>(1));
+        let onehot = Tensor::<2>::zeros([rows, v], &logp.device()).scatter(
+            1,
+            targets.unsqueeze_dim::<2>(1),
+            Tensor::ones([rows, 1], &logp.device()),
+            burn::tensor::IndexingUpdateOp::Add,
+        );
+        let direction = round(onehot - logp.exp()).matmul(e); // [rows, H]
+        let want_dh = direction * coeffs.unsqueeze_dim::<2>(1);
+        let out = out.inner().reshape([rows, 1]);
+        let err = max_rel_err(out.clone(), want);
+        assert!(err <= 1e-5, "values: {err}");
+        let gap = max_rel_err(out, f32_want);
+        assert!(gap > 1e-4, "an f32 head would pass too: {gap}");
+        let err = max_rel_err(hd.grad(&grads).unwrap(), want_dh);
+        assert!(err <= 1e-5, "∂hidden: {err}");
+    }
 }

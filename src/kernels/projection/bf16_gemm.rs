@@ -58,8 +58,7 @@ pub fn product(
         return None;
     }
     let n = weight.cols;
-    let x = x.to_contiguous();
-    let pairs = round_to_pairs(x.storage::<f32>(), m, k);
+    let pairs = round_to_pairs(&crate::kernels::cpu::values(x), m, k);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     // SAFETY: `out` has room for `m·n` elements; the bf16 product writes each of them once before
     // anything reads it (`accumulate = false`), then the f32 product adds into them.
@@ -129,9 +128,17 @@ impl<'a> Bf16Matrix<'a> {
                 }
         };
         if self.row_stride == 1 {
-            // A pair is two neighbours of a stored row (the transposed view of `[n, k]`).
+            // A pair is two neighbours of a stored row (the transposed view of `[n, k]`): each
+            // column's pairs are one contiguous run, read once with its bounds checked once.
+            let whole = pairs.min((k / 2).saturating_sub(p0)); // pairs with both halves in `k`
             for j in 0..cols {
-                for p in 0..pairs {
+                let start = self.offset + (j0 + j) * self.col_stride + 2 * p0;
+                let run = &self.data[start..start + 2 * whole];
+                for (p, two) in run.chunks_exact(2).enumerate() {
+                    out[p * NR + j] =
+                        u32::from(two[0].to_bits()) | u32::from(two[1].to_bits()) << 16;
+                }
+                for p in whole..pairs {
                     out[p * NR + j] = pair(p0 + p, j0 + j);
                 }
             }
