@@ -226,7 +226,7 @@ fn narrow_frozen_weights_stay_close_to_trl() {
         let (mut model, storage) = CausalLm::load_frozen(&dir, &device, precision).unwrap();
         assert_eq!(storage.name(), name);
         let name = match precision::set_matmul_precision(&mut model, products, &device) {
-            Ok(products) => format!("{name}, {} products", MatmulPrecision::name(products)),
+            Ok(products) => format!("{name}, {} products", products.name()),
             Err(e) => {
                 eprintln!("skipping {name} with {products:?} products: {e}");
                 continue;

@@ -303,7 +303,7 @@ fn check_sequence_logprobs(name: &str, dir: &Path, sequences: &Value, device: &D
     ] {
         let (mut model, storage) = CausalLm::load_frozen(dir, device, frozen).unwrap();
         let products = match precision::set_matmul_precision(&mut model, products, device) {
-            Ok(products) => MatmulPrecision::name(products),
+            Ok(products) => products.name(),
             Err(e) => {
                 eprintln!("skipping {}: {e}", storage.name());
                 continue;

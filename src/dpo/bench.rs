@@ -328,7 +328,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "row_len": row_len,
         "precompute_reference": s.precompute_reference,
         "frozen_precision": frozen_dtype.name(),
-        "matmul_precision": MatmulPrecision::name(products),
+        "matmul_precision": products.name(),
         "frozen_weight_bytes": precision::frozen_weight_bytes(&model),
         "projection_weight_bytes": precision::projection_weight_bytes(&model),
         "tokens_per_second": step_tokens as f64 / step_s,

@@ -16,7 +16,7 @@ use crate::data::{TokenizedPair, make_batch, read_pairs};
 use crate::error::Result;
 use crate::model::CausalLm;
 use crate::model::lora::{self, LoraSettings};
-use crate::model::precision::{self, MatmulPrecision};
+use crate::model::precision;
 use crate::train::method::Method;
 use crate::train::window::StatRows;
 use crate::train::{MetricsLine, MicroBatch, Objective, Probe, Resume, TrainSummary};
@@ -150,7 +150,7 @@ pub fn train(
     eprintln!(
         "frozen weights: {}, multiplied in {}",
         precision::stored(&model).name(),
-        MatmulPrecision::name(products)
+        products.name()
     );
     let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(

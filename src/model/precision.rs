@@ -151,14 +151,6 @@ impl MatmulPrecision {
             }
         }
     }
-
-    /// A short name for reports (`f32`, `bf16`) of what `products` does.
-    pub fn name(products: Products) -> &'static str {
-        match products {
-            Products::F32 => "f32",
-            Products::Bf16 => "bf16",
-        }
-    }
 }
 
 /// Resolves `setting` for `model` on `device` and applies it to every projection and the LM head;

@@ -10,8 +10,8 @@
 //!   rounded: one pass over `x`, a few percent of the product's time;
 //! - the weight `[k, n]` is packed per panel of [`NR`] columns and [`KC_PAIRS`] pairs into
 //!   `[pairs][NR]` u32, each the pair `(w[2p][j], w[2p+1][j])`: from the transposed view of a
-//!   row-major `[n, k]` (the forward `x · Wᵀ`) a pair is one u32 read; from a row-major `[k, n]`
-//!   (the backward `g · W`) two rows are interleaved.
+//!   row-major `[n, k]` (the forward `x · Wᵀ`) a column's pairs are one contiguous run; from a
+//!   row-major `[k, n]` (the backward `g · W`) two rows are interleaved.
 //!
 //! A task owns a panel: it packs the panel (24 KB, in L1) one `k` block at a time and runs the
 //! micro-kernel over all rows: [`MR`] rows × [`NR`] columns of f32 sums in 24 of the 32 vector
@@ -177,8 +177,8 @@ fn round_to_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
 }
 
 fn round_row(src: &[f32], row: &mut [u32]) {
-    // SAFETY: the CPU has the instructions.
     let done = if available() {
+        // SAFETY: the CPU has the instructions.
         unsafe { x86::round_row(src, row) }
     } else {
         0
@@ -190,8 +190,8 @@ fn round_row(src: &[f32], row: &mut [u32]) {
 }
 
 fn interleave(first: &[bf16], second: &[bf16], dst: &mut [u32]) {
-    // SAFETY: the CPU has the instructions.
     let done = if available() {
+        // SAFETY: the CPU has the instructions.
         unsafe { x86::interleave(first, second, dst) }
     } else {
         0

@@ -59,6 +59,14 @@ impl Products {
         self as usize
     }
 
+    /// A short name for reports (`f32`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
     pub fn from_code(code: usize) -> Self {
         match code {
             0 => Self::F32,
