@@ -1,6 +1,7 @@
 //! The token embeddings `E` `[vocab, hidden]`: f32, bf16/f16 (decoding; bf16 products), or (with
-//! `frozen_precision: q8 | q4`) in the same blocks as the projections, along `hidden`. A tied LM head reads the same table, so in
-//! blocks it is the head of the fused log-prob op too (`kernels::logprobs`), never widened whole.
+//! `frozen_precision: q8 | q4`) in the same blocks as the projections, along `hidden`. A tied LM
+//! head reads the same table, so in blocks it is the head of the fused log-prob op too
+//! (`kernels::logprobs`), never widened whole.
 
 use burn::module::Param;
 use burn::prelude::*;
