@@ -16,7 +16,9 @@
 //! - `checkpoint.rs`: activation checkpointing (a decoder layer run again in the backward from
 //!   its kept input, through a nested backward on a graph of its own);
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
-//! - `autodiff.rs`: the backward plumbing every op shares (one `Backward` for all of them).
+//! - `autodiff.rs`: the backward plumbing every op shares (one `Backward` for all of them);
+//! - `wgsl.rs`: what the hand-written WGSL kernels share (their source template and u32
+//!   arguments).
 //!
 //! Other backends (ndarray, and whatever lacks a kernel) run the same operations as plain tensor
 //! ops.
@@ -30,6 +32,7 @@ pub mod logprobs;
 pub mod projection;
 pub mod rms_norm;
 pub mod rope;
+mod wgsl;
 
 pub use activations::{softmax_last, swiglu};
 pub use attention::blocked_attention;

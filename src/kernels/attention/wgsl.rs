@@ -8,14 +8,13 @@
 //! let it see.
 
 use burn::backend::TensorMetadata;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, into_contiguous};
+use burn::cubecl::{CubeCount, CubeDim, server::KernelArguments};
 use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::{Dims, Span};
+use crate::kernels::wgsl::{WgslKernel, u32_bytes};
 
 /// Threads per workgroup (one row per workgroup).
 const WORKGROUP: u32 = 64;
@@ -26,40 +25,26 @@ const MAX_GRID: usize = 65_535;
 
 const COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
 
-/// One of the three kernels.
-struct AttentionKernel {
-    source: &'static str,
-    name: &'static str,
-}
+/// The three kernels: (name, source after `COMMON`).
+const FORWARD: (&str, &str) = (
+    "attention_forward",
+    include_str!("../../../shaders/attention_forward.wgsl"),
+);
+const BACKWARD_QUERIES: (&str, &str) = (
+    "attention_backward_queries",
+    include_str!("../../../shaders/attention_backward_queries.wgsl"),
+);
+const BACKWARD_KEYS: (&str, &str) = (
+    "attention_backward_keys",
+    include_str!("../../../shaders/attention_backward_keys.wgsl"),
+);
 
-const FORWARD: AttentionKernel = AttentionKernel {
-    source: include_str!("../../../shaders/attention_forward.wgsl"),
-    name: "attention_forward",
-};
-const BACKWARD_QUERIES: AttentionKernel = AttentionKernel {
-    source: include_str!("../../../shaders/attention_backward_queries.wgsl"),
-    name: "attention_backward_queries",
-};
-const BACKWARD_KEYS: AttentionKernel = AttentionKernel {
-    source: include_str!("../../../shaders/attention_backward_keys.wgsl"),
-    name: "attention_backward_keys",
-};
-
-impl KernelSource for AttentionKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(format!("{COMMON}\n{}", self.source))
-            .register("workgroup_size", WORKGROUP.to_string())
-            .register("per_thread", PER_THREAD.to_string())
-            .register("max_dim", (WORKGROUP * PER_THREAD).to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.name)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
+/// One of the three kernels with its sizes filled in.
+fn kernel((name, source): (&'static str, &'static str)) -> WgslKernel {
+    WgslKernel::new(name, COMMON, source)
+        .with("workgroup_size", WORKGROUP)
+        .with("per_thread", PER_THREAD)
+        .with("max_dim", WORKGROUP * PER_THREAD)
 }
 
 /// Whether the kernels take these operands (f32 throughout; `tensors[0]`, the queries, with a
@@ -112,7 +97,7 @@ impl Launch {
             q.client.clone(),
             q.device.clone(),
             Shape::new([ranges.len()]),
-            q.client.create_from_slice(bytes_of(&ranges).as_slice()),
+            q.client.create_from_slice(u32_bytes(&ranges).as_slice()),
             DType::U32,
         );
         Self {
@@ -145,7 +130,7 @@ impl Launch {
 
     /// Runs `kernel` with one workgroup per row of `rows`, binding the common inputs and then
     /// `extra`.
-    fn run(&self, kernel: AttentionKernel, rows: usize, extra: &[&CubeTensor]) {
+    fn run(&self, kernel: WgslKernel, rows: usize, extra: &[&CubeTensor]) {
         let d = self.dims;
         let info: Vec<u32> = [
             d.batch,
@@ -160,7 +145,7 @@ impl Launch {
         .iter()
         .map(|&x| x as u32)
         .collect();
-        let info = self.q.client.create_from_slice(bytes_of(&info).as_slice());
+        let info = self.q.client.create_from_slice(u32_bytes(&info).as_slice());
         let mut buffers: Vec<_> = [&self.q, &self.k, &self.v, &self.mask, &self.ranges]
             .iter()
             .map(|t| t.handle.clone().binding())
@@ -176,10 +161,6 @@ impl Launch {
     }
 }
 
-fn bytes_of(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 /// `softmax(q·kᵀ + mask)·v` `[batch, heads, group·seq, d]`.
 pub fn forward(
     q: CubeTensor,
@@ -191,7 +172,7 @@ pub fn forward(
     let shape = q.shape();
     let launch = Launch::new(q, k, v, mask, spans);
     let out = launch.empty(shape);
-    launch.run(FORWARD, launch.query_rows(), &[&out]);
+    launch.run(kernel(FORWARD), launch.query_rows(), &[&out]);
     out
 }
 
@@ -208,9 +189,9 @@ pub fn gradients(
     let rows = launch.query_rows();
     let dq = launch.empty(q_shape);
     let stats = launch.empty(Shape::new([rows, 2]));
-    launch.run(BACKWARD_QUERIES, rows, &[&grad, &dq, &stats]);
+    launch.run(kernel(BACKWARD_QUERIES), rows, &[&grad, &dq, &stats]);
     let (dk, dv) = (launch.empty(kv_shape.clone()), launch.empty(kv_shape));
     let key_rows = launch.dims.batch * launch.dims.heads * launch.keys;
-    launch.run(BACKWARD_KEYS, key_rows, &[&grad, &stats, &dk, &dv]);
+    launch.run(kernel(BACKWARD_KEYS), key_rows, &[&grad, &stats, &dk, &dv]);
     (dq, dk, dv)
 }

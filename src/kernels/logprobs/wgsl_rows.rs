@@ -8,14 +8,13 @@
 use burn::backend::Backend;
 use burn::backend::TensorMetadata;
 use burn::backend::tensor::IntTensor;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, into_contiguous};
+use burn::cubecl::{CubeCount, CubeDim, server::KernelArguments};
 use burn::prelude::*;
 use burn::tensor::{DType, IntDType};
 
 use super::rows::{PlainRows, RowOps};
+use crate::kernels::wgsl::{WgslKernel, u32_bytes};
 
 /// Threads per row.
 const WORKGROUP: u32 = 256;
@@ -25,36 +24,15 @@ const MAX_ROWS: usize = 65_535;
 /// The bindings and the row reduction both kernels use (prepended to each).
 const ROWS: &str = include_str!("../../../shaders/logprobs_rows.wgsl");
 
-/// One of the two row kernels.
-struct RowKernel {
-    source: &'static str,
-    name: &'static str,
-}
-
-const FORWARD: RowKernel = RowKernel {
-    source: include_str!("../../../shaders/logprobs_forward.wgsl"),
-    name: "logprobs_forward",
-};
-const BACKWARD: RowKernel = RowKernel {
-    source: include_str!("../../../shaders/logprobs_backward.wgsl"),
-    name: "logprobs_backward",
-};
-
-impl KernelSource for RowKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(format!("{ROWS}\n{}", self.source))
-            .register("workgroup_size", WORKGROUP.to_string())
-            .register("elem", "f32")
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.name)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
+/// The two row kernels: (name, source after `ROWS`).
+const FORWARD: (&str, &str) = (
+    "logprobs_forward",
+    include_str!("../../../shaders/logprobs_forward.wgsl"),
+);
+const BACKWARD: (&str, &str) = (
+    "logprobs_backward",
+    include_str!("../../../shaders/logprobs_backward.wgsl"),
+);
 
 /// `targets` as contiguous i32 (what the kernels read).
 fn i32_targets(targets: IntTensor<CubeBackend>) -> IntTensor<CubeBackend> {
@@ -65,13 +43,19 @@ fn i32_targets(targets: IntTensor<CubeBackend>) -> IntTensor<CubeBackend> {
 }
 
 /// Runs `kernel` over the `[rows, vocab]` contiguous `logits`, one workgroup per row.
-fn launch(kernel: RowKernel, logits: &CubeTensor, targets: &CubeTensor, values: &CubeTensor) {
+fn launch(
+    (name, source): (&'static str, &'static str),
+    logits: &CubeTensor,
+    targets: &CubeTensor,
+    values: &CubeTensor,
+) {
     let [rows, vocab] = [logits.shape()[0], logits.shape()[1]];
-    let info: Vec<u8> = [rows as u32, vocab as u32]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let info = logits.client.create_from_slice(&info);
+    let info = logits
+        .client
+        .create_from_slice(&u32_bytes(&[rows as u32, vocab as u32]));
+    let kernel = WgslKernel::new(name, ROWS, source)
+        .with("workgroup_size", WORKGROUP)
+        .with("elem", "f32");
     let cube_dim = CubeDim::new_1d(WORKGROUP);
     logits.client.launch(
         Box::new(SourceKernel::new(kernel, cube_dim)),

@@ -6,36 +6,18 @@
 use burn::backend::TensorMetadata;
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::IntTensor;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, into_contiguous};
+use burn::cubecl::{CubeCount, CubeDim, server::KernelArguments};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType, IntDType};
 
 use super::blocks::{BLOCK, BlockFormat};
+use crate::kernels::wgsl::{WgslKernel, u32_bytes};
 
 /// Threads per workgroup.
 const WORKGROUP: u32 = 256;
 /// Workgroups along one grid axis at most (WebGPU's limit).
 const MAX_GROUPS: u32 = 65_535;
-
-struct Dequantize;
-
-impl KernelSource for Dequantize {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/dequantize_blocks.wgsl"))
-            .register("workgroup_size", WORKGROUP.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>()
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
 
 /// `W` `[d_out, d_in]` in f32 from its `words` and `scales`.
 pub(super) fn dequantize(
@@ -58,15 +40,19 @@ pub(super) fn dequantize(
     if count == 0 {
         return out;
     }
-    let info: Vec<u8> = [count, format.code() as u32]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let info = scales.client.create_from_slice(&info);
+    let info = scales
+        .client
+        .create_from_slice(&u32_bytes(&[count, format.code() as u32]));
+    let kernel = WgslKernel::new(
+        "dequantize_blocks",
+        "",
+        include_str!("../../../shaders/dequantize_blocks.wgsl"),
+    )
+    .with("workgroup_size", WORKGROUP);
     let groups = count.div_ceil(WORKGROUP);
     let (x, y) = (groups.min(MAX_GROUPS), groups.div_ceil(MAX_GROUPS));
     scales.client.launch(
-        Box::new(SourceKernel::new(Dequantize, CubeDim::new_1d(WORKGROUP))),
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         CubeCount::Static(x, y, 1),
         KernelArguments::new().with_buffers(vec![
             words.handle.clone().binding(),
