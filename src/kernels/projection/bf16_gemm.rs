@@ -10,14 +10,20 @@
 //!   rounded: one pass over `x`, a few percent of the product's time;
 //! - the weight `[k, n]` is packed per panel of [`NR`] columns and [`KC_PAIRS`] pairs into
 //!   `[pairs][NR]` u32, each the pair `(w[2p][j], w[2p+1][j])`: from the transposed view of a
-//!   row-major `[n, k]` (the forward `x · Wᵀ`) a column's pairs are one contiguous run; from a
-//!   row-major `[k, n]` (the backward `g · W`) two rows are interleaved.
+//!   row-major `[n, k]` (the forward `x · Wᵀ`) a column's pairs are one contiguous run, and 16 ×
+//!   16 blocks of those runs are transposed in registers; from a row-major `[k, n]` (the backward
+//!   `g · W`) two rows are interleaved.
 //!
 //! A task owns a panel: it packs the panel (24 KB, in L1) one `k` block at a time and runs the
 //! micro-kernel over all rows: [`MR`] rows × [`NR`] columns of f32 sums in 24 of the 32 vector
 //! registers, a broadcast pair of `x` against three packed vectors per step. An odd `k` is padded
-//! with a zero pair half. On other CPUs (and architectures) [`available`] is false and the caller
-//! widens the weight to f32 instead; the module is compiled for x86-64 only.
+//! with a zero pair half. A LoRA projection's `u · v` (`x·A` by `s·B`, or `∂u` by `Aᵀ` in the
+//! backward) is added in f32 to the sums of the first block before they are stored, so the
+//! output is written once. The intrinsics live in `x86.rs`. On other CPUs (and architectures)
+//! [`available`] is false and the caller widens the weight to f32 instead; the module is compiled
+//! for x86-64 only.
+
+use std::borrow::Cow;
 
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
@@ -58,23 +64,52 @@ pub fn product(
         return None;
     }
     let n = weight.cols;
+    let low_rank = plus.map(|(u, v)| LowRank::of(u, v, m, n));
     let pairs = round_to_pairs(&crate::kernels::cpu::values(x), m, k);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `out` has room for `m·n` elements; the bf16 product writes each of them once before
-    // anything reads it (`accumulate = false`), then the f32 product adds into them.
+    // SAFETY: `out` has room for `m·n` elements, and the product writes each of them.
     unsafe {
-        multiply(out.as_mut_ptr(), n, &pairs, m, &weight, false);
-        if let Some((u, v)) = plus {
-            let (u, v) = (gemm::operand(u), gemm::operand(v));
-            assert!(
-                u.rows == m && v.cols == n && u.cols == v.rows,
-                "bf16 product: shapes differ"
-            );
-            gemm::product_into(out.as_mut_ptr(), n, &u, &v, true);
-        }
+        multiply(out.as_mut_ptr(), n, &pairs, m, &weight, low_rank.as_ref());
         out.set_len(m * n);
     }
     Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
+}
+
+/// LoRA's `u · v` `[m, n]` (`u` `[m, r]`, `v` `[r, n]`, f32), which the micro-kernel adds to its
+/// sums before it stores them: no second pass over the output. Both are thin; strided ones are
+/// copied.
+struct LowRank<'a> {
+    u: Cow<'a, [f32]>,
+    v: Cow<'a, [f32]>,
+    r: usize,
+    n: usize,
+}
+
+impl<'a> LowRank<'a> {
+    /// Panics unless `u` is `[m, r]` and `v` `[r, n]` (both f32, checked by the caller).
+    fn of(u: &'a FlexTensor, v: &'a FlexTensor, m: usize, n: usize) -> Self {
+        let (u_shape, v_shape) = (u.shape(), v.shape());
+        assert!(
+            u_shape[0] == m && v_shape[1] == n && u_shape[1] == v_shape[0],
+            "bf16 product: shapes differ"
+        );
+        let values = crate::kernels::cpu::values;
+        Self {
+            u: values(u),
+            v: values(v),
+            r: u_shape[1],
+            n,
+        }
+    }
+
+    /// Columns `j0 .. j0 + cols` of `v` as `[r][NR]`, the columns past `cols` zero.
+    fn pack(&self, j0: usize, cols: usize) -> Vec<f32> {
+        let mut packed = vec![0.0; self.r * NR];
+        for (j, row) in packed.chunks_exact_mut(NR).enumerate() {
+            row[..cols].copy_from_slice(&self.v[j * self.n + j0..][..cols]);
+        }
+        packed
+    }
 }
 
 /// A 2-D bf16 matrix read through its strides: element `(i, j)` is
@@ -131,10 +166,16 @@ impl<'a> Bf16Matrix<'a> {
             // A pair is two neighbours of a stored row (the transposed view of `[n, k]`): each
             // column's pairs are one contiguous run, read once with its bounds checked once.
             let whole = pairs.min((k / 2).saturating_sub(p0)); // pairs with both halves in `k`
+            let start = self.offset + j0 * self.col_stride + 2 * p0;
+            // SAFETY: the CPU has the instructions (`multiply`'s contract).
+            let (done_cols, done_pairs) = unsafe {
+                x86::transpose_runs(self.data, (start, self.col_stride), (cols, whole), out)
+            };
             for j in 0..cols {
-                let start = self.offset + (j0 + j) * self.col_stride + 2 * p0;
+                let start = start + j * self.col_stride;
                 let run = &self.data[start..start + 2 * whole];
-                for (p, two) in run.chunks_exact(2).enumerate() {
+                let done = if j < done_cols { done_pairs } else { 0 };
+                for (p, two) in run.chunks_exact(2).enumerate().skip(done) {
                     out[p * NR + j] =
                         u32::from(two[0].to_bits()) | u32::from(two[1].to_bits()) << 16;
                 }
@@ -208,40 +249,34 @@ struct Output(*mut f32);
 unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
-/// `dst[m, n] (+)= x · weight` for `x` as pairs `[m, ⌈k/2⌉]` (see [`round_to_pairs`]); rows of
-/// `dst` are `ldc` apart. On rayon's threads when the product is large.
+/// `dst[m, n] = x · weight (+ u · v)` for `x` as pairs `[m, ⌈k/2⌉]` (see [`round_to_pairs`]);
+/// rows of `dst` are `ldc` apart. On rayon's threads when the product is large.
 ///
 /// # Safety
-/// `dst` must be valid for writes (and reads when `accumulate`) of `weight.cols` elements at each
-/// of `m` rows `ldc` apart, and the CPU must have the instructions ([`available`]).
+/// `dst` must be valid for writes of `weight.cols` elements at each of `m` rows `ldc` apart, and
+/// the CPU must have the instructions ([`available`]).
 unsafe fn multiply(
     dst: *mut f32,
     ldc: usize,
     x: &[u32],
     m: usize,
     weight: &Bf16Matrix,
-    accumulate: bool,
+    low_rank: Option<&LowRank>,
 ) {
     use rayon::prelude::*;
     let (k, n) = (weight.rows, weight.cols);
     let width = k.div_ceil(2);
-    if width == 0 {
-        if !accumulate {
-            for i in 0..m {
-                unsafe { std::ptr::write_bytes(dst.add(i * ldc), 0, n) };
-            }
-        }
-        return;
-    }
     let dst = Output(dst);
     let panel = |index: usize| {
         let (j0, out) = (index * NR, dst);
         let cols = (n - j0).min(NR);
         let mut packed = vec![0u32; KC_PAIRS * NR];
-        for p0 in (0..width).step_by(KC_PAIRS) {
+        let low_rank = low_rank.map(|low_rank| (low_rank, low_rank.pack(j0, cols)));
+        // At least one block, which writes the sums (zero for an empty `k`) and LoRA's term.
+        for p0 in (0..width.max(1)).step_by(KC_PAIRS) {
             let pairs = (width - p0).min(KC_PAIRS);
             weight.pack(p0, pairs, j0, cols, &mut packed);
-            let overwrite = p0 == 0 && !accumulate;
+            let first = p0 == 0;
             for i in (0..m).step_by(MR) {
                 let tile = x86::Tile {
                     x: x[i * width + p0..].as_ptr(),
@@ -253,11 +288,19 @@ unsafe fn multiply(
                     dst: unsafe { out.0.add(i * ldc + j0) },
                     ldc,
                     cols,
-                    overwrite,
+                    overwrite: first,
+                    low_rank: low_rank.as_ref().filter(|_| first).map(|(low_rank, v)| {
+                        x86::LowRankTile {
+                            u: low_rank.u[i * low_rank.r..].as_ptr(),
+                            u_stride: low_rank.r,
+                            v: v.as_ptr(),
+                            r: low_rank.r,
+                        }
+                    }),
                 };
-                // SAFETY: the tile reads `rows` rows of `pairs` pairs of `x` and `pairs · NR`
-                // packed values, and writes `rows × cols` of the output; the CPU check is the
-                // caller's.
+                // SAFETY: the tile reads `rows` rows of `pairs` pairs of `x`, `pairs · NR`
+                // packed values and `rows × r` of `u` against `r · NR` of `v`, and writes
+                // `rows × cols` of the output; the CPU check is the caller's.
                 unsafe { tile.run() };
             }
         }
@@ -270,138 +313,7 @@ unsafe fn multiply(
     }
 }
 
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use half::bf16;
-
-    use super::{MR, NR};
-
-    /// 32 bf16 lanes as 16 u32 pairs (the same 512 bits).
-    #[inline(always)]
-    fn pairs(v: __m512bh) -> __m512i {
-        // SAFETY: both are plain 512-bit vectors.
-        unsafe { std::mem::transmute::<__m512bh, __m512i>(v) }
-    }
-
-    /// 16 u32 pairs as 32 bf16 lanes (the same 512 bits).
-    #[inline(always)]
-    fn halves(v: __m512i) -> __m512bh {
-        // SAFETY: both are plain 512-bit vectors.
-        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
-    }
-
-    /// Rounds `src` by whole 32-value chunks into `row`'s pairs; returns the pairs written.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) fn round_row(src: &[f32], row: &mut [u32]) -> usize {
-        let chunks = (src.len() / 32).min(row.len() / 16);
-        for c in 0..chunks {
-            // SAFETY: 32 floats from `32c` and 16 pairs from `16c` are in bounds.
-            unsafe {
-                let low = _mm512_loadu_ps(src.as_ptr().add(32 * c));
-                let high = _mm512_loadu_ps(src.as_ptr().add(32 * c + 16));
-                // 32 bf16 in order: the 16 pairs of this chunk.
-                let rounded = pairs(_mm512_cvtne2ps_pbh(high, low));
-                _mm512_storeu_si512(row.as_mut_ptr().add(16 * c).cast(), rounded);
-            }
-        }
-        16 * chunks
-    }
-
-    /// `dst[j] = first[j] | second[j] << 16` by 16 columns; returns the columns written.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn interleave(first: &[bf16], second: &[bf16], dst: &mut [u32]) -> usize {
-        let chunks = dst.len().min(first.len()).min(second.len()) / 16;
-        for c in 0..chunks {
-            // SAFETY: 16 values from `16c` of each operand are in bounds.
-            unsafe {
-                let low =
-                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(first.as_ptr().add(16 * c).cast()));
-                let high =
-                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(second.as_ptr().add(16 * c).cast()));
-                let pairs = _mm512_or_si512(low, _mm512_slli_epi32::<16>(high));
-                _mm512_storeu_si512(dst.as_mut_ptr().add(16 * c).cast(), pairs);
-            }
-        }
-        16 * chunks
-    }
-
-    /// One micro-tile: `dst[rows, cols] (+)= x[rows, pairs] · packed[pairs, NR]`.
-    pub(super) struct Tile {
-        pub x: *const u32,
-        pub x_stride: usize,
-        pub rows: usize,
-        pub packed: *const u32,
-        pub pairs: usize,
-        pub dst: *mut f32,
-        pub ldc: usize,
-        pub cols: usize,
-        /// Write the sums instead of adding them to `dst`.
-        pub overwrite: bool,
-    }
-
-    impl Tile {
-        /// # Safety
-        /// The pointers must cover what the fields describe, and the CPU must have AVX512-BF16.
-        pub(super) unsafe fn run(&self) {
-            // SAFETY: forwarded.
-            unsafe {
-                match self.rows {
-                    8 => self.rows_of::<8>(),
-                    7 => self.rows_of::<7>(),
-                    6 => self.rows_of::<6>(),
-                    5 => self.rows_of::<5>(),
-                    4 => self.rows_of::<4>(),
-                    3 => self.rows_of::<3>(),
-                    2 => self.rows_of::<2>(),
-                    1 => self.rows_of::<1>(),
-                    rows => unreachable!("a micro-tile has 1 to {MR} rows, not {rows}"),
-                }
-            }
-        }
-
-        /// `R` rows: `R × 3` vectors of sums stay in registers over the whole `k` block.
-        #[target_feature(enable = "avx512f,avx512bf16")]
-        unsafe fn rows_of<const R: usize>(&self) {
-            // SAFETY: the caller's contract covers every read and write below.
-            unsafe {
-                let mut sums = [[_mm512_setzero_ps(); 3]; R];
-                for p in 0..self.pairs {
-                    let b = self.packed.add(p * NR);
-                    let w: [__m512bh; 3] = [
-                        halves(_mm512_loadu_si512(b.cast())),
-                        halves(_mm512_loadu_si512(b.add(16).cast())),
-                        halves(_mm512_loadu_si512(b.add(32).cast())),
-                    ];
-                    for (r, row) in sums.iter_mut().enumerate() {
-                        let pair = *self.x.add(r * self.x_stride + p);
-                        let xs = halves(_mm512_set1_epi32(pair as i32));
-                        for (sum, &w) in row.iter_mut().zip(&w) {
-                            *sum = _mm512_dpbf16_ps(*sum, xs, w);
-                        }
-                    }
-                }
-                for (r, row) in sums.iter().enumerate() {
-                    for (v, &sum) in row.iter().enumerate() {
-                        let start = 16 * v;
-                        if start >= self.cols {
-                            break;
-                        }
-                        let lanes = (self.cols - start).min(16);
-                        let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
-                        let dst = self.dst.add(r * self.ldc + start);
-                        let value = if self.overwrite {
-                            sum
-                        } else {
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), sum)
-                        };
-                        _mm512_mask_storeu_ps(dst, mask, value);
-                    }
-                }
-            }
-        }
-    }
-}
+mod x86;
 
 #[cfg(test)]
 mod tests {
@@ -513,7 +425,8 @@ mod tests {
         }
     }
 
-    /// An empty inner dimension writes zeros; operands of the wrong kind are declined.
+    /// An empty inner dimension writes zeros, or LoRA's term alone; operands of the wrong kind
+    /// are declined.
     #[test]
     fn empty_and_declined_operands() {
         if skip() {
@@ -522,6 +435,12 @@ mod tests {
         let x = f32_matrix(vec![], 3, 0);
         let w = Flex::float_cast(f32_matrix(vec![], 0, 5), burn::tensor::FloatDType::BF16);
         assert_eq!(values(&product(&x, &w, None).unwrap()), vec![0.0; 15]);
+        let (u, v) = (
+            f32_matrix(vec![1.0, 2.0, 3.0], 3, 1),
+            f32_matrix(vec![0.5; 5], 1, 5),
+        );
+        let low_rank: Vec<f32> = [0.5, 1.0, 1.5].iter().flat_map(|&e| [e; 5]).collect();
+        assert_eq!(values(&product(&x, &w, Some((&u, &v))).unwrap()), low_rank);
         let f32_weight = f32_matrix(vec![1.0; 10], 2, 5);
         let x = f32_matrix(vec![1.0; 6], 3, 2);
         assert!(product(&x, &f32_weight, None).is_none());
