@@ -167,9 +167,13 @@ impl<'a> Bf16Matrix<'a> {
             // column's pairs are one contiguous run, read once with its bounds checked once.
             let whole = pairs.min((k / 2).saturating_sub(p0)); // pairs with both halves in `k`
             let start = self.offset + j0 * self.col_stride + 2 * p0;
-            // SAFETY: the CPU has the instructions (`multiply`'s contract).
-            let (done_cols, done_pairs) = unsafe {
-                x86::transpose_runs(self.data, (start, self.col_stride), (cols, whole), out)
+            let (done_cols, done_pairs) = if available() {
+                // SAFETY: the CPU has the instructions.
+                unsafe {
+                    x86::transpose_runs(self.data, (start, self.col_stride), (cols, whole), out)
+                }
+            } else {
+                (0, 0)
             };
             for j in 0..cols {
                 let start = start + j * self.col_stride;

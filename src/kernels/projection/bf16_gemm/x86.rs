@@ -135,7 +135,7 @@ fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
     out
 }
 
-/// One micro-tile: `dst[rows, cols] (+)= x[rows, pairs] · packed[pairs, NR]`.
+/// One micro-tile: `dst[rows, cols] (+)= x[rows, pairs] · packed[pairs, NR] (+ u · v)`.
 pub(super) struct Tile {
     pub x: *const u32,
     pub x_stride: usize,
