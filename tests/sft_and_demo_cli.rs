@@ -1,5 +1,6 @@
 //! End-to-end tests of `minordpo sft` and `minordpo demo`: LoRA and full-parameter SFT learn their
-//! data and write loadable results, bad SFT rows fail with the file, line and field; a shortened
+//! data and write loadable results, bad SFT rows fail with the file, line and field, and settings
+//! full SFT cannot honour with the field and the reason; a shortened
 //! demo builds the data, tokenizer, a from-scratch base model and on-policy pairs, runs its sweep
 //! and writes a report and figures that parse, `plot` overlays two of its runs; a second run
 //! reuses every step; `train` on the built-in task reuses the same base model and pairs and ends
@@ -45,6 +46,11 @@ fn losses(out: &Path) -> Vec<f64> {
 }
 
 fn sft(tmp: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    sft_run(tmp, name, extra).0
+}
+
+/// An `sft` run on the fixture model: its output directory and stderr.
+fn sft_run(tmp: &Path, name: &str, extra: &[&str]) -> (std::path::PathBuf, String) {
     let model = common::model_dir("llama3");
     let data = write_rows(tmp);
     let out = tmp.join(name);
@@ -59,14 +65,17 @@ fn sft(tmp: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
     args.extend_from_slice(extra);
     let result = minordpo(&args);
     assert!(result.status.success(), "{}", common::stderr(&result));
-    out
+    (out, common::stderr(&result))
 }
 
+/// LoRA on frozen weights stored in bf16 (f32 in the fixture), as a real bf16 checkpoint's
+/// `auto` keeps them; the run reports how they are stored and multiplied.
 #[test]
 fn lora_sft_learns_and_writes_a_peft_adapter() {
     let tmp = tempfile::tempdir().unwrap();
-    let extra = words("--max-steps 25 --learning-rate 1e-2 --lora-r 8");
-    let out = sft(tmp.path(), "lora", &extra);
+    let extra = words("--max-steps 25 --learning-rate 1e-2 --lora-r 8 --frozen-precision bf16");
+    let (out, stderr) = sft_run(tmp.path(), "lora", &extra);
+    assert_contains(&stderr, &["frozen weights: bf16, multiplied in"]);
     let l = losses(&out);
     assert_eq!(l.len(), 25);
     assert!(l[24] < 0.5 * l[0], "loss {} → {}", l[0], l[24]);
@@ -128,7 +137,7 @@ fn full_sft_learns_and_writes_a_whole_model() {
 }
 
 #[test]
-fn bad_sft_rows_are_named() {
+fn bad_sft_rows_and_settings_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let model = common::model_dir("llama3");
     let check = |name: &str, text: &str, needles: &[&str]| {
@@ -161,6 +170,32 @@ fn bad_sft_rows_are_named() {
         &["c.jsonl:1: field `completion`", "found a number"],
     );
     check("d.jsonl", "", &["d.jsonl", "no usable rows"]);
+    // Settings that full SFT cannot honour: its weights are trainable f32.
+    let (data, full) = (write_rows(tmp.path()), tmp.path().join("full"));
+    for (flags, needles) in [
+        (
+            "--method full --frozen-precision q4",
+            &[
+                "config field `frozen_precision`",
+                "method full trains every weight in f32",
+            ][..],
+        ),
+        (
+            "--method full --matmul-precision bf16",
+            &["matmul_precision: bf16 is not available", "use auto or f32"][..],
+        ),
+    ] {
+        let mut args = command_line(
+            "--device cpu sft --max-steps 1",
+            &[
+                ("--model", model.to_str().unwrap()),
+                ("--data", &data),
+                ("--output", full.to_str().unwrap()),
+            ],
+        );
+        args.extend(words(flags));
+        assert_clean_failure(&minordpo(&args), needles);
+    }
 }
 
 const SHORT_DEMO: &str = r#"(

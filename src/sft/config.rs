@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::precision::{FrozenPrecision, MatmulPrecision};
 use crate::train::settings::{require_path, training_config};
 
 /// What `sft` trains.
@@ -35,6 +36,14 @@ training_config! {
     data: PathBuf = PathBuf::new(),
     /// full (every weight) or lora.
     method: SftMethod = SftMethod::Lora,
+    /// With `method: lora`, storage of the frozen base weights, as in `train`: `auto` keeps a
+    /// checkpoint in its own precision (bf16/f16, a GGUF's Q8_0/Q4_0 blocks), `f32`, `bf16`,
+    /// `f16`, `q8` or `q4`. `method: full` trains every weight in f32 (`auto` or `f32` only).
+    frozen_precision: FrozenPrecision = FrozenPrecision::Auto,
+    /// How the frozen projections multiply, as in `train`: `auto` (bf16 where it is native and
+    /// the frozen weights are bf16: the CPU on x86-64 with AVX512-BF16; f32 otherwise), `f32`, or
+    /// `bf16` (an error where it cannot run).
+    matmul_precision: MatmulPrecision = MatmulPrecision::Auto,
 }
 
 impl SftConfig {
@@ -42,6 +51,17 @@ impl SftConfig {
     pub fn validate(&self) -> Result<()> {
         require_path("model", &self.model, "set a model directory (--model DIR)")?;
         require_path("data", &self.data, "set a data file (--data FILE)")?;
+        let frozen = matches!(
+            self.frozen_precision,
+            FrozenPrecision::Auto | FrozenPrecision::F32
+        );
+        if self.method == SftMethod::Full && !frozen {
+            return Err(Error::Invalid(
+                "config field `frozen_precision`: method full trains every weight in f32; use \
+                 auto or f32, or method lora"
+                    .into(),
+            ));
+        }
         self.training().validate(self.method == SftMethod::Lora)
     }
 }

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use crate::error::Result;
 use crate::model::CausalLm;
 use crate::model::logprobs::{label_hits, label_logps, scored_positions};
-use crate::model::lora;
+use crate::model::{lora, precision};
 use crate::train::method::{Method, unfreeze};
 use crate::train::window::StatRows;
 use crate::train::{MetricsLine, MicroBatch, Objective, Resume, TrainSummary};
@@ -149,18 +149,26 @@ pub fn evaluate(
 pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     let (start, rows) = config.start(resume, "row", read_examples)?;
     let device = &start.device;
-    let mut model = CausalLm::load(&config.model, device)?;
-    let method = match config.method {
-        SftMethod::Full => {
-            model = unfreeze(model);
-            Method::Full
-        }
-        SftMethod::Lora => {
-            let lora_settings = start.settings.lora();
-            lora::attach(&mut model, &lora_settings, config.seed, device);
-            lora::require_adapters(&model, &config.lora_targets)?;
-            Method::Lora(lora_settings)
-        }
+    let lora = config.method == SftMethod::Lora;
+    let mut model = if lora {
+        CausalLm::load_frozen(&config.model, device, config.frozen_precision)?.0
+    } else {
+        unfreeze(CausalLm::load(&config.model, device)?)
+    };
+    // Trainable f32 weights resolve `auto` to f32 products; an explicit `bf16` says why not.
+    let products = precision::set_matmul_precision(&mut model, config.matmul_precision, device)?;
+    let method = if lora {
+        eprintln!(
+            "frozen weights: {}, multiplied in {}",
+            precision::stored(&model).name(),
+            products.name()
+        );
+        let lora_settings = start.settings.lora();
+        lora::attach(&mut model, &lora_settings, config.seed, device);
+        lora::require_adapters(&model, &config.lora_targets)?;
+        Method::Lora(lora_settings)
+    } else {
+        Method::Full
     };
     eprintln!(
         "sft ({:?}): {} examples ({} eval), {} × {} rows per step",
