@@ -148,9 +148,8 @@ pub fn train(
     model.attention_kernel = config.attention_kernel;
     let products = precision::set_matmul_precision(&mut model, config.matmul_precision, device)?;
     eprintln!(
-        "frozen weights: {}, multiplied in {}",
-        precision::stored(&model).name(),
-        products.name()
+        "frozen weights: {}",
+        precision::frozen_summary(&model, products)
     );
     let lora = attach_adapters(config, &mut model, device)?;
     eprintln!(

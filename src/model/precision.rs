@@ -202,6 +202,16 @@ pub fn dtype_name(dtype: FloatDType) -> &'static str {
     }
 }
 
+/// What `train` and `sft` report about a LoRA run's base: how its frozen weights are stored and
+/// how they multiply (`bf16, multiplied in bf16`).
+pub fn frozen_summary(model: &CausalLm, products: Products) -> String {
+    format!(
+        "{}, multiplied in {}",
+        stored(model).name(),
+        products.name()
+    )
+}
+
 /// How the decoder projections' weights are stored (f32 for a model without layers).
 pub fn stored(model: &CausalLm) -> Storage {
     model

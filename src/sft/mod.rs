@@ -159,9 +159,8 @@ pub fn sft(config: &SftConfig, resume: Option<Resume>) -> Result<TrainSummary> {
     let products = precision::set_matmul_precision(&mut model, config.matmul_precision, device)?;
     let method = if lora {
         eprintln!(
-            "frozen weights: {}, multiplied in {}",
-            precision::stored(&model).name(),
-            products.name()
+            "frozen weights: {}",
+            precision::frozen_summary(&model, products)
         );
         let lora_settings = start.settings.lora();
         lora::attach(&mut model, &lora_settings, config.seed, device);
