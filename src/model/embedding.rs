@@ -45,10 +45,8 @@ impl EmbeddingTable {
     /// half the bytes of each step's largest product; bf16 products: the fused log-prob op
     /// multiplies it in bf16); blocks and trained tables stay as they are.
     pub fn narrow(&mut self, dtype: FloatDType) {
-        if let Self::Dense(table) = self
-            && !table.val().is_require_grad()
-        {
-            *table = Param::from_tensor(table.val().cast(dtype)).set_require_grad(false);
+        if let Self::Dense(table) = self {
+            super::linear::narrow_frozen(table, dtype);
         }
     }
 

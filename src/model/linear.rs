@@ -4,8 +4,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::module::linear;
+use burn::tensor::{Distribution, FloatDType};
 
 use super::quantized::BlockWeight;
 use crate::kernels::projection::{Products, block_lora_matmul, block_matmul};
@@ -35,7 +35,21 @@ pub enum Weight {
     Blocks(BlockWeight),
 }
 
+/// Stores a frozen dense matrix in `dtype`; a trained one stays as it is.
+pub(crate) fn narrow_frozen(param: &mut Param<Tensor<2>>, dtype: FloatDType) {
+    if !param.val().is_require_grad() {
+        *param = Param::from_tensor(param.val().cast(dtype)).set_require_grad(false);
+    }
+}
+
 impl Weight {
+    /// Stores a frozen dense weight in `dtype` ([`narrow_frozen`]); blocks stay as they are.
+    pub fn narrow(&mut self, dtype: FloatDType) {
+        if let Self::Dense(w) = self {
+            narrow_frozen(w, dtype);
+        }
+    }
+
     /// `[d_in, d_out]`.
     pub fn dims(&self) -> [usize; 2] {
         match self {

@@ -13,7 +13,6 @@
 //! ([`MatmulPrecision`], [`set_matmul_precision`]): on CPUs with AVX512-BF16 a bf16 model's
 //! projections and LM head multiply in bf16 with f32 sums (the head's table then stored in bf16).
 
-use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -171,11 +170,7 @@ pub fn set_matmul_precision(
         model.embed_tokens.narrow(FloatDType::BF16);
         if let Some(head) = model.lm_head.as_mut() {
             head.products = products;
-            if let Weight::Dense(w) = &mut head.weight
-                && !w.val().is_require_grad()
-            {
-                *w = Param::from_tensor(w.val().cast(FloatDType::BF16)).set_require_grad(false);
-            }
+            head.weight.narrow(FloatDType::BF16);
         }
     }
     Ok(products)
