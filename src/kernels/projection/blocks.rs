@@ -184,12 +184,13 @@ mod tests {
     }
 
     /// Both block ops against ordinary ops on the exactly dequantized weight: the same values and
-    /// the same gradients for `x` (and LoRA's `a` and `b`). The shape gives flex several tiles in
-    /// both directions (32 rows per forward tile, 102 blocks per backward tile).
-    fn check(device: &Device, shape: [usize; 2]) {
+    /// the same gradients for `x` (and LoRA's `a` and `b`), for `rows` rows of `x`. `[80, 8192]`
+    /// gives flex several tiles in both directions (32 rows per forward tile, 102 blocks per
+    /// backward tile); up to four rows take the decoding path forward.
+    fn check(device: &Device, shape: [usize; 2], rows: usize) {
         let device = device.clone().autodiff();
         let [d_out, d_in] = shape;
-        let (rows, r) = (5, 3);
+        let r = 3;
         for format in [BlockFormat::Q8_0, BlockFormat::Q4_0] {
             let (weight, exact) = quantized(format, shape, &device);
             assert_eq!(
@@ -214,20 +215,34 @@ mod tests {
 
     #[test]
     fn block_projections_match_plain_ops_on_flex() {
-        check(&Device::flex(), [80, 8192]);
-        check(&Device::flex(), [7, 64]);
+        check(&Device::flex(), [80, 8192], 5);
+        check(&Device::flex(), [7, 64], 5);
+        check(&Device::flex(), [80, 8192], 3);
     }
 
     #[test]
     fn block_projections_match_plain_ops_on_ndarray() {
-        check(&Device::ndarray(), [7, 64]);
+        check(&Device::ndarray(), [7, 64], 5);
     }
 
     #[test]
     fn block_projections_match_plain_ops_on_wgpu() {
         if let Some(device) = crate::device::wgpu_or_skip() {
-            check(&device, [7, 64]);
+            check(&device, [7, 64], 5);
         }
+    }
+
+    /// No rows in, no rows out, in both directions (flex's tiles must not point past an empty
+    /// buffer).
+    #[test]
+    fn block_projections_of_no_rows_are_empty_on_flex() {
+        let device = Device::flex().autodiff();
+        let (weight, _) = quantized(BlockFormat::Q8_0, [80, 8192], &device);
+        let x = Tensor::<2>::zeros([0, 8192], &device).require_grad();
+        let y = block_matmul(x.clone(), &weight);
+        assert_eq!(y.dims(), [0, 80]);
+        let grads = y.sum().backward();
+        assert_eq!(x.grad(&grads).unwrap().dims(), [0, 8192]);
     }
 
     /// Both formats dequantize to exactly what ggml's own dequantization gives for the same blocks.

@@ -138,6 +138,10 @@ pub(super) fn product(
     };
     assert_eq!(x.cols, inner, "block product: inner dimensions differ");
     let m = x.rows;
+    if m == 0 {
+        // No rows: nothing to compute, and no buffer for the tiles' offsets to point into.
+        return FlexTensor::from_data(TensorData::new(Vec::<f32>::new(), [0, n]));
+    }
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let mut tile = Vec::new();
     // SAFETY: every tile's product writes its own columns of all `m` rows of `out` (its capacity

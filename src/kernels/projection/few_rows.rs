@@ -128,10 +128,14 @@ fn by_layout<T: Widen>(x: &[f32], m: usize, weight: &FlexTensor, stored: &[T]) -
     let start = layout.start_offset();
     let end = start.checked_add(k.checked_mul(n)?)?;
     let w = stored.get(start..end)?;
-    let strides = layout.strides();
-    if strides == [n as isize, 1] || n == 1 {
+    // A dimension of size 1 has no step to check; the other must still be contiguous.
+    let steps = |row: isize, col: isize| {
+        let strides = layout.strides();
+        (k <= 1 || strides[0] == row) && (n <= 1 || strides[1] == col)
+    };
+    if steps(n as isize, 1) {
         Some(rows_times_matrix(x, m, w, k, n))
-    } else if strides == [1, k as isize] || k == 1 {
+    } else if steps(1, k as isize) {
         Some(rows_dot_rows(x, m, w, k, n))
     } else {
         None
@@ -303,5 +307,32 @@ mod tests {
             ],
         );
         assert!(product(&matrix::<f32>(1, 8, 0.0), &strided, None).is_none());
+    }
+
+    /// A weight one column wide (or one row deep) is read contiguously only when it is: a column
+    /// cut from a wider matrix, or a row of a transposed view, takes the general path.
+    #[test]
+    fn single_column_and_single_row_weights_follow_their_strides() {
+        let slice = |t: FlexTensor, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+            Flex::float_slice(
+                t,
+                &[
+                    burn::tensor::Slice::from(rows),
+                    burn::tensor::Slice::from(cols),
+                ],
+            )
+        };
+        let (x, k) = (matrix::<f32>(2, 8, 0.1), 8);
+        let column = matrix::<f32>(k, 1, 0.2);
+        let expected = naive(&values(&x), &values(&column), 2, k, 1);
+        assert_eq!(values(&product(&x, &column, None).unwrap()), expected);
+        let cut_column = slice(matrix::<f32>(k, 16, 0.3), 0..k, 3..4);
+        assert!(product(&x, &cut_column, None).is_none());
+        let one = matrix::<f32>(2, 1, 0.4);
+        let row_of_view = slice(Flex::float_transpose(matrix::<f32>(6, 5, 0.5)), 2..3, 0..6);
+        assert!(product(&one, &row_of_view, None).is_none());
+        let row = matrix::<f32>(1, 6, 0.6);
+        let expected = naive(&values(&one), &values(&row), 2, 1, 6);
+        assert_eq!(values(&product(&one, &row, None).unwrap()), expected);
     }
 }
