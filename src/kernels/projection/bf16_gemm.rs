@@ -400,6 +400,93 @@ mod tests {
         }
     }
 
+    /// `values` `[rows, cols]` in bf16, cut from the middle of a larger matrix: a view with an
+    /// offset and a row stride wider than its columns.
+    fn cut(values: &[f32], rows: usize, cols: usize) -> FlexTensor {
+        let (pad_rows, pad_cols) = (rows + 3, cols + 5);
+        let padded = (0..pad_rows * pad_cols)
+            .map(|i| {
+                let (r, c) = (i / pad_cols, i % pad_cols);
+                let inside = (1..=rows).contains(&r) && (2..cols + 2).contains(&c);
+                if inside {
+                    values[(r - 1) * cols + c - 2]
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        let slices = [
+            burn::tensor::Slice::from(1..rows + 1),
+            burn::tensor::Slice::from(2..cols + 2),
+        ];
+        let padded = Flex::float_cast(
+            f32_matrix(padded, pad_rows, pad_cols),
+            burn::tensor::FloatDType::BF16,
+        );
+        let view = Flex::float_slice(padded, &slices);
+        assert!(view.layout().start_offset() > 0, "a slice is a view");
+        view
+    }
+
+    /// The exact product over the shapes whose edges take separate code: row tiles of every
+    /// height 1–8, the last panel 1, 16, 20, 32, 40 or 48 columns wide (partial and whole
+    /// vectors, scalar packing tails), `k` of 1, odd, one block exactly or one pair past it,
+    /// large enough for the parallel path; weights whole or cut out of larger matrices (offsets,
+    /// wide strides; NaN around them, so a read outside the view shows), with and without
+    /// LoRA's term.
+    #[test]
+    fn every_tile_edge_gives_the_exact_product() {
+        if skip() {
+            return;
+        }
+        let quarter = |i: usize, seed: u64| (noise(i, seed) * 4.0).round() / 4.0;
+        let shapes = [
+            (1, 1, 1),
+            (2, 31, 16),
+            (6, 2 * KC_PAIRS, 64),
+            (7, 2 * KC_PAIRS + 1, 68),
+            (9, 2 * KC_PAIRS + 2, 88),
+            (10, 2 * KC_PAIRS + 3, 80),
+            (15, 45, NR),
+            (64, 1024, 200),
+        ];
+        for (m, k, n) in shapes {
+            let x: Vec<f32> = (0..m * k).map(|i| quarter(i, 7)).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| quarter(i, 8)).collect();
+            let (u, v) = (
+                (0..m * 2).map(|i| quarter(i, 9)).collect::<Vec<_>>(),
+                (0..2 * n).map(|i| quarter(i, 10)).collect::<Vec<_>>(),
+            );
+            let expected = reference(&x, &w, m, k, n);
+            let extra = reference(&u, &v, m, 2, n);
+            let with_extra: Vec<f64> = expected.iter().zip(&extra).map(|(a, b)| a + b).collect();
+            let transposed: Vec<f32> = (0..n * k).map(|i| w[i % k * n + i / k]).collect();
+            let [row_major, view] = both_layouts(&w, k, n);
+            let weights = [
+                ("row-major", row_major),
+                ("transposed view", view),
+                ("cut row-major", cut(&w, k, n)),
+                (
+                    "cut transposed view",
+                    Flex::float_transpose(cut(&transposed, n, k)),
+                ),
+            ];
+            let (xt, ut, vt) = (
+                f32_matrix(x, m, k),
+                f32_matrix(u, m, 2),
+                f32_matrix(v, 2, n),
+            );
+            for (name, weight) in &weights {
+                let got = values(&product(&xt, weight, None).unwrap());
+                let got: Vec<f64> = got.into_iter().map(f64::from).collect();
+                assert_eq!(got, expected, "{m}×{k}×{n}, {name}");
+                let got = values(&product(&xt, weight, Some((&ut, &vt))).unwrap());
+                let got: Vec<f64> = got.into_iter().map(f64::from).collect();
+                assert_eq!(got, with_extra, "{m}×{k}×{n}, {name}, with u·v");
+            }
+        }
+    }
+
     /// Inexact activations are rounded to nearest bf16, ties to even, as `half` rounds them: the
     /// product equals the f64 product of the rounded values within f32 summation error.
     #[test]
