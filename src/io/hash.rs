@@ -34,8 +34,10 @@ impl ContentHash {
         if len == 0 {
             return Ok(self.bytes(&[]));
         }
-        // SAFETY: the map is read once, here; a file changed underneath gives a different hash,
-        // which is what a cache key wants.
+        // SAFETY: the map is read once, here, and nothing in minordpo writes a file in place (its
+        // writes rename a finished temporary file over the old one). Another program writing this
+        // file during the read is outside what a map can guard against, as for every mapped
+        // checkpoint loader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Ok(self.bytes(&map))
     }
