@@ -429,7 +429,7 @@ mod tests {
     }
 
     /// The exact product over the shapes whose edges take separate code: row tiles of every
-    /// height 1–8, the last panel 1, 16, 20, 32, 40 or 48 columns wide (partial and whole
+    /// height 1–8, the last panel 1, 8, 16, 20, 32, 40 or 48 columns wide (partial and whole
     /// vectors, scalar packing tails), `k` of 1, odd, one block exactly or one pair past it,
     /// large enough for the parallel path; weights whole or cut out of larger matrices (offsets,
     /// wide strides; NaN around them, so a read outside the view shows), with and without
@@ -443,6 +443,9 @@ mod tests {
         let shapes = [
             (1, 1, 1),
             (2, 31, 16),
+            (3, 33, 20),
+            (4, 2 * KC_PAIRS, 32),
+            (5, 2 * KC_PAIRS + 1, 40),
             (6, 2 * KC_PAIRS, 64),
             (7, 2 * KC_PAIRS + 1, 68),
             (9, 2 * KC_PAIRS + 2, 88),
