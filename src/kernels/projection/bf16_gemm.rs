@@ -359,45 +359,17 @@ mod tests {
             .collect()
     }
 
+    /// `w` `[k, n]` as the values of a row-major `[n, k]`.
+    fn transposed(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+        (0..n * k).map(|i| w[i % k * n + i / k]).collect()
+    }
+
     /// The weight `[k, n]` as bf16 in both layouts the projections use: row-major (the
     /// backward's `W`) and the transposed view of a row-major `[n, k]` (the forward's `Wᵀ`).
     fn both_layouts(w: &[f32], k: usize, n: usize) -> [FlexTensor; 2] {
         let row_major = f32_matrix(w.to_vec(), k, n);
-        let transposed: Vec<f32> = (0..n * k).map(|i| w[i % k * n + i / k]).collect();
-        let view = Flex::float_transpose(f32_matrix(transposed, n, k));
+        let view = Flex::float_transpose(f32_matrix(transposed(w, k, n), n, k));
         [row_major, view].map(|t| Flex::float_cast(t, burn::tensor::FloatDType::BF16))
-    }
-
-    /// Quarter-integer entries are exact in bf16 and their sums exact in f32, so the kernel must
-    /// reproduce the exact product: over two `k` blocks with an odd `k`, edge rows and columns,
-    /// both weight layouts, with and without an added f32 product.
-    #[test]
-    fn exact_operands_give_the_exact_product() {
-        if skip() {
-            return;
-        }
-        let (m, k, n, r) = (13, 2 * 2 * KC_PAIRS + 45, NR * 2 + 4, 3);
-        let quarter = |i: usize, seed: u64| (noise(i, seed) * 4.0).round() / 4.0;
-        let x: Vec<f32> = (0..m * k).map(|i| quarter(i, 1)).collect();
-        let w: Vec<f32> = (0..k * n).map(|i| quarter(i, 2)).collect();
-        let u: Vec<f32> = (0..m * r).map(|i| quarter(i, 3)).collect();
-        let v: Vec<f32> = (0..r * n).map(|i| quarter(i, 4)).collect();
-        let expected = reference(&x, &w, m, k, n);
-        let extra = reference(&u, &v, m, r, n);
-        let (xt, ut, vt) = (
-            f32_matrix(x, m, k),
-            f32_matrix(u, m, r),
-            f32_matrix(v, r, n),
-        );
-        for weight in both_layouts(&w, k, n) {
-            let plain = product(&xt, &weight, None).unwrap();
-            let got: Vec<f64> = values(&plain).into_iter().map(f64::from).collect();
-            assert_eq!(got, expected);
-            let plus = product(&xt, &weight, Some((&ut, &vt))).unwrap();
-            let got: Vec<f64> = values(&plus).into_iter().map(f64::from).collect();
-            let want: Vec<f64> = expected.iter().zip(&extra).map(|(a, b)| a + b).collect();
-            assert_eq!(got, want);
-        }
     }
 
     /// `values` `[rows, cols]` in bf16, cut from the middle of a larger matrix: a view with an
@@ -428,42 +400,41 @@ mod tests {
         view
     }
 
-    /// The exact product over the shapes whose edges take separate code: row tiles of every
-    /// height 1–8, the last panel 1, 8, 16, 20, 32, 40 or 48 columns wide (partial and whole
-    /// vectors, scalar packing tails), `k` of 1, odd, one block exactly or one pair past it,
-    /// large enough for the parallel path; weights whole or cut out of larger matrices (offsets,
-    /// wide strides; NaN around them, so a read outside the view shows), with and without
-    /// LoRA's term.
+    /// Quarter-integer entries are exact in bf16 and their sums exact in f32, so the kernel must
+    /// reproduce the exact product, with and without LoRA's `u · v` (rank `r`), over the shapes
+    /// whose edges take separate code: row tiles of every height 1–8, the last panel 1, 4, 8,
+    /// 16, 20, 32, 40 or 48 columns wide (partial and whole vectors, scalar packing tails), `k`
+    /// of 1, odd, one block exactly, one pair past it, or three blocks, large enough for the
+    /// parallel path; weights in both layouts, whole or cut out of larger matrices (offsets,
+    /// wide strides; NaN around them, so a read outside the view shows).
     #[test]
-    fn every_tile_edge_gives_the_exact_product() {
+    fn exact_operands_give_the_exact_product() {
         if skip() {
             return;
         }
         let quarter = |i: usize, seed: u64| (noise(i, seed) * 4.0).round() / 4.0;
         let shapes = [
-            (1, 1, 1),
-            (2, 31, 16),
-            (3, 33, 20),
-            (4, 2 * KC_PAIRS, 32),
-            (5, 2 * KC_PAIRS + 1, 40),
-            (6, 2 * KC_PAIRS, 64),
-            (7, 2 * KC_PAIRS + 1, 68),
-            (9, 2 * KC_PAIRS + 2, 88),
-            (10, 2 * KC_PAIRS + 3, 80),
-            (15, 45, NR),
-            (64, 1024, 200),
+            (1, 1, 1, 2),
+            (2, 31, 16, 2),
+            (3, 33, 20, 2),
+            (4, 2 * KC_PAIRS, 32, 2),
+            (5, 2 * KC_PAIRS + 1, 40, 2),
+            (6, 2 * KC_PAIRS, 64, 2),
+            (7, 2 * KC_PAIRS + 1, 68, 2),
+            (9, 2 * KC_PAIRS + 2, 88, 2),
+            (10, 2 * KC_PAIRS + 3, 80, 2),
+            (13, 2 * 2 * KC_PAIRS + 45, NR * 2 + 4, 3),
+            (15, 45, NR, 2),
+            (64, 1024, 200, 2),
         ];
-        for (m, k, n) in shapes {
-            let x: Vec<f32> = (0..m * k).map(|i| quarter(i, 7)).collect();
-            let w: Vec<f32> = (0..k * n).map(|i| quarter(i, 8)).collect();
-            let (u, v) = (
-                (0..m * 2).map(|i| quarter(i, 9)).collect::<Vec<_>>(),
-                (0..2 * n).map(|i| quarter(i, 10)).collect::<Vec<_>>(),
-            );
+        for (m, k, n, r) in shapes {
+            let x: Vec<f32> = (0..m * k).map(|i| quarter(i, 1)).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| quarter(i, 2)).collect();
+            let u: Vec<f32> = (0..m * r).map(|i| quarter(i, 3)).collect();
+            let v: Vec<f32> = (0..r * n).map(|i| quarter(i, 4)).collect();
             let expected = reference(&x, &w, m, k, n);
-            let extra = reference(&u, &v, m, 2, n);
+            let extra = reference(&u, &v, m, r, n);
             let with_extra: Vec<f64> = expected.iter().zip(&extra).map(|(a, b)| a + b).collect();
-            let transposed: Vec<f32> = (0..n * k).map(|i| w[i % k * n + i / k]).collect();
             let [row_major, view] = both_layouts(&w, k, n);
             let weights = [
                 ("row-major", row_major),
@@ -471,13 +442,13 @@ mod tests {
                 ("cut row-major", cut(&w, k, n)),
                 (
                     "cut transposed view",
-                    Flex::float_transpose(cut(&transposed, n, k)),
+                    Flex::float_transpose(cut(&transposed(&w, k, n), n, k)),
                 ),
             ];
             let (xt, ut, vt) = (
                 f32_matrix(x, m, k),
-                f32_matrix(u, m, 2),
-                f32_matrix(v, 2, n),
+                f32_matrix(u, m, r),
+                f32_matrix(v, r, n),
             );
             for (name, weight) in &weights {
                 let got = values(&product(&xt, weight, None).unwrap());
