@@ -95,7 +95,8 @@ pub fn preset_config(name: &str) -> Result<ModelConfig> {
     ModelConfig::from_json(json, std::path::Path::new(&format!("preset {name}")))
 }
 
-/// Peak resident memory of this process in bytes, where the platform reports it.
+/// Peak resident memory of this process in bytes, where the platform reports it: `getrusage`'s
+/// maximum resident set on Unix, the peak working set on Windows.
 pub fn peak_rss_bytes() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -112,7 +113,23 @@ pub fn peak_rss_bytes() -> Option<u64> {
             max * 1024
         })
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::ProcessStatus::{
+            K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+        };
+        use windows_sys::Win32::System::Threading::GetCurrentProcess;
+        let cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        // SAFETY: a plain C struct of integers, for which zero is valid.
+        let mut counters: PROCESS_MEMORY_COUNTERS = unsafe { std::mem::zeroed() };
+        // SAFETY: the current process's pseudo-handle needs no closing, and the call writes only
+        // the `cb` bytes of the struct we pass.
+        if unsafe { K32GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, cb) } == 0 {
+            return None;
+        }
+        Some(counters.PeakWorkingSetSize as u64)
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         None
     }
