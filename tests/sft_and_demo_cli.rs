@@ -99,6 +99,7 @@ fn lora_sft_learns_and_writes_a_peft_adapter() {
         "grad_norm",
         "learning_rate",
         "tokens_per_second",
+        "peak_memory_bytes",
         "epoch",
     ] {
         assert!(line[key].is_number(), "{key} missing: {line}");

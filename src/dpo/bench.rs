@@ -23,6 +23,7 @@ use crate::kernels::attention::AttentionKernel;
 use crate::model::lora::{self, LoraSettings};
 use crate::model::precision::{self, FrozenPrecision, MatmulPrecision, Storage};
 use crate::model::{CausalLm, ModelConfig};
+use crate::train::memory::PeakMemory;
 use crate::train::optim::{AdamW, Trained};
 use crate::train::window::StepWindow;
 use crate::train::{Update, optimizer_step};
@@ -95,46 +96,6 @@ pub fn preset_config(name: &str) -> Result<ModelConfig> {
     ModelConfig::from_json(json, std::path::Path::new(&format!("preset {name}")))
 }
 
-/// Peak resident memory of this process in bytes, where the platform reports it: `getrusage`'s
-/// maximum resident set on Unix, the peak working set on Windows.
-pub fn peak_rss_bytes() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        // SAFETY: getrusage only writes the struct we pass.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-            return None;
-        }
-        let max = u64::try_from(usage.ru_maxrss).ok()?;
-        // Linux and the BSDs report KiB, macOS bytes.
-        Some(if cfg!(target_os = "macos") {
-            max
-        } else {
-            max * 1024
-        })
-    }
-    #[cfg(windows)]
-    {
-        use windows_sys::Win32::System::ProcessStatus::{
-            K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
-        };
-        use windows_sys::Win32::System::Threading::GetCurrentProcess;
-        let cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
-        // SAFETY: a plain C struct of integers, for which zero is valid.
-        let mut counters: PROCESS_MEMORY_COUNTERS = unsafe { std::mem::zeroed() };
-        // SAFETY: the current process's pseudo-handle needs no closing, and the call writes only
-        // the `cb` bytes of the struct we pass.
-        if unsafe { K32GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, cb) } == 0 {
-            return None;
-        }
-        Some(counters.PeakWorkingSetSize as u64)
-    }
-    #[cfg(not(any(unix, windows)))]
-    {
-        None
-    }
-}
-
 /// Floating-point operations of one training step (see docs/performance.md): the frozen model's
 /// forward `F` (matmuls `2·N·tokens`, attention `4·L·T²·d` per sequence, the LM head over label
 /// positions), its backward to the activations (`≈ F`, no weight gradients), plus `F` again for a
@@ -190,7 +151,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let selected = device::select(s.device)?;
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone().autodiff();
-    let gpu = device::is_cube(&selected.device);
+    let mut memory = PeakMemory::new(&selected.device);
     let started = Instant::now();
     let (mut model, frozen_dtype, name) = match (&s.model, &s.preset) {
         (Some(dir), _) => {
@@ -277,7 +238,6 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let mut optimizer = AdamW::default();
     let mut window = StepWindow::new(1);
     let mut times = Vec::with_capacity(s.steps);
-    let mut pool_peak = 0u64;
     for step in 0..s.warmup + s.steps {
         let t0 = Instant::now();
         optimizer_step(
@@ -294,9 +254,7 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         if step >= s.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
-        if let Some(usage) = gpu.then(|| selected.device.memory_pool_usage()).flatten() {
-            pool_peak = pool_peak.max(usage.bytes_reserved);
-        }
+        memory.observe();
         eprintln!(
             "step {}/{}: {:.0} ms",
             step + 1,
@@ -323,11 +281,6 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
             l.a.val().dims().iter().product::<usize>() + l.b.val().dims().iter().product::<usize>()
         })
         .sum();
-    let peak = if gpu {
-        Some(pool_peak)
-    } else {
-        peak_rss_bytes()
-    };
     Ok(serde_json::json!({
         "model": name,
         "device": selected.description,
@@ -351,8 +304,8 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
         "tokens_per_second": step_tokens as f64 / step_s,
         "step_ms_median": 1e3 * step_s,
         "step_ms": times.iter().map(|t| 1e3 * t).collect::<Vec<_>>(),
-        "peak_memory_bytes": peak,
-        "peak_memory_kind": if gpu { "gpu_pool_reserved" } else { "host_rss" },
+        "peak_memory_bytes": memory.bytes(),
+        "peak_memory_kind": memory.kind(),
         "parameters": model.config.num_parameters(),
         "trainable_parameters": trainable,
         "gflops_per_step": flops / 1e9,

@@ -9,6 +9,7 @@
 //! (`adapter/` or `model/`) written atomically at the end.
 
 pub mod checkpoint;
+pub mod memory;
 pub mod method;
 pub mod optim;
 pub mod plan;
@@ -26,6 +27,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::CausalLm;
+use memory::PeakMemory;
 use method::Method;
 use optim::{AdamW, AdamWParams, Grads, Trained, accumulate, clip, collect_grads, global_norm};
 use plan::StepPlan;
@@ -101,6 +103,9 @@ fn progress_text(line: &MetricsLine, shown: &[(&str, &str, usize)]) -> String {
         .map(|(label, key, decimals)| format!("{label} {:.*}", decimals, get(key)))
         .collect();
     parts.push(format!("{:.0} tok/s", get("tokens_per_second")));
+    if let Some(bytes) = line.get("peak_memory_bytes").and_then(|v| v.as_f64()) {
+        parts.push(format!("{:.2} GB", bytes / 1e9));
+    }
     parts.join("  ")
 }
 
@@ -172,15 +177,20 @@ pub struct TrainSummary {
 }
 
 impl std::fmt::Display for TrainSummary {
-    /// `N steps; result in OUTPUT/adapter, metrics in OUTPUT/metrics.jsonl`.
+    /// `N steps, peak memory 1.92 GB; result in OUTPUT/adapter, metrics in
+    /// OUTPUT/metrics.jsonl` (the peak where the last metrics line has one).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let metrics = self.output.join("metrics.jsonl");
         let (result, metrics) = (self.result.display(), metrics.display());
-        write!(
-            f,
-            "{} steps; result in {result}, metrics in {metrics}",
-            self.steps
-        )
+        write!(f, "{} steps", self.steps)?;
+        if let Some(bytes) = self
+            .last_log
+            .get("peak_memory_bytes")
+            .and_then(|v| v.as_f64())
+        {
+            write!(f, ", peak memory {:.2} GB", bytes / 1e9)?;
+        }
+        write!(f, "; result in {result}, metrics in {metrics}")
     }
 }
 
@@ -293,6 +303,7 @@ pub fn train(
     let progress = Progress::new(total, start_step);
     let mut window = StepWindow::new(start_step + 1);
     let mut last_log = MetricsLine::new();
+    let mut memory = PeakMemory::new(device);
     if let (Some(probe), 0) = (run.probe.as_deref_mut(), start_step) {
         let mut line = probe.measure(model, 0)?;
         line.insert("step".into(), 0.into());
@@ -329,6 +340,10 @@ pub fn train(
             let mut line = objective.metrics(&stats);
             line.insert("grad_norm".into(), totals.grad_norm.into());
             line.insert("tokens_per_second".into(), totals.tokens_per_second.into());
+            memory.observe();
+            if let Some(bytes) = memory.bytes() {
+                line.insert("peak_memory_bytes".into(), bytes.into());
+            }
             line.insert("step".into(), done.into());
             line.insert(
                 "epoch".into(),
@@ -376,7 +391,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn progress_shows_the_chosen_metrics_then_throughput() {
+    fn progress_and_summary_show_the_chosen_metrics_throughput_and_memory() {
         let line: MetricsLine = serde_json::from_str(
             r#"{"loss": 0.693147, "rewards/accuracies": 0.5, "tokens_per_second": 1234.4}"#,
         )
@@ -388,6 +403,26 @@ mod tests {
         ];
         let text = progress_text(&line, &shown);
         assert_eq!(text, "loss 0.6931  acc 0.50  gap NaN  1234 tok/s");
+
+        let mut line = line;
+        line.insert("peak_memory_bytes".into(), 1_916_000_000u64.into());
+        let text = progress_text(&line, &shown[..1]);
+        assert_eq!(text, "loss 0.6931  1234 tok/s  1.92 GB");
+        let summary = TrainSummary {
+            steps: 40,
+            output: PathBuf::from("out"),
+            result: Path::new("out").join("adapter"),
+            last_log: line,
+        };
+        let metrics = Path::new("out").join("metrics.jsonl");
+        assert_eq!(
+            summary.to_string(),
+            format!(
+                "40 steps, peak memory 1.92 GB; result in {}, metrics in {}",
+                summary.result.display(),
+                metrics.display()
+            )
+        );
     }
 
     #[test]
