@@ -81,8 +81,7 @@ impl Sampling {
 pub fn next_ids(sampling: &Sampling, logits: Tensor<2>, rngs: &mut [Rng]) -> Result<Vec<u32>> {
     let read_error = |e| Error::Invalid(format!("reading the next tokens: {e:?}"));
     if sampling.temperature <= 0.0 {
-        let ids: Vec<i64> = logits
-            .argmax(1)
+        let ids: Vec<i64> = crate::kernels::argmax_rows(logits)
             .into_data()
             .convert::<i64>()
             .try_into_vec()

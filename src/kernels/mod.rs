@@ -13,6 +13,8 @@
 //! - `activations.rs`: SwiGLU and the attention softmax, `rms_norm.rs`: RMSNorm with a frozen
 //!   weight, as single operations that keep less for the backward; `rope.rs`: the rotary embedding
 //!   as one pass (seven ops before);
+//! - `argmax.rs`: each row's largest value's index (greedy decoding, token accuracy), a WGSL kernel
+//!   on wgpu, where CubeCL's reduction gets vocabulary-long rows wrong;
 //! - `checkpoint.rs`: activation checkpointing (a decoder layer run again in the backward from
 //!   its kept input, through a nested backward on a graph of its own);
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
@@ -24,6 +26,7 @@
 //! ops.
 
 pub mod activations;
+pub mod argmax;
 pub mod attention;
 mod autodiff;
 pub mod checkpoint;
@@ -35,6 +38,7 @@ pub mod rope;
 mod wgsl;
 
 pub use activations::{softmax_last, swiglu};
+pub use argmax::argmax_rows;
 pub use attention::blocked_attention;
 pub use logprobs::linear_logprobs;
 pub use projection::{frozen_matmul, lora_matmul};

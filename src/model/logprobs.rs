@@ -94,7 +94,7 @@ pub fn label_hits(inference: &CausalLm, scored: &ScoredPositions, chunk: usize) 
         .map(|start| {
             let end = (start + step).min(n);
             let logits = inference.lm_head(hidden.clone().narrow(0, start, end - start)); // [c, V]
-            let top = logits.argmax(1).reshape([end - start]);
+            let top = crate::kernels::argmax_rows(logits); // [c]
             top.equal(labels.clone().narrow(0, start, end - start))
                 .float()
         })
