@@ -4,7 +4,8 @@
 //! On wgpu it runs as the hand-written kernel `shaders/argmax_rows.wgsl` (one workgroup per row),
 //! not as Burn's `argmax`. CubeCL 0.11's reduction (cubek-reduce 0.3.1), which Burn's `argmax`,
 //! `max_dim` and `sum_dim` use there, gives wrong answers on Mesa's software Vulkan for rows of
-//! today's vocabularies: `argmax` of `[64, 128256]` random values is wrong in 32 of the 64 rows,
+//! today's vocabularies (in the routine its autotuner picks there, `unit_vectorized_parallel_reduce`;
+//! the plane and cube routines fail to launch on that adapter): `argmax` of `[64, 128256]` random values is wrong in 32 of the 64 rows,
 //! of `[64, 151936]` in 48, of `[1, 262144]` (Gemma 3's vocabulary) in its one row, while
 //! `[64, 49152]` (SmolLM2's) is right. Upstream reports similar driver-dependent failures of its
 //! plane reduction on NVIDIA under Vulkan (tracel-ai/cubek#422). A kernel of ours is checked on
