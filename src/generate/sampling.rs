@@ -166,4 +166,35 @@ mod tests {
         let nucleus = Sampling { top_p: 0.7, ..s };
         assert!((0..200).all(|_| nucleus.pick(&logits, &mut rng) == 1));
     }
+
+    /// Greedy `next_ids` picks on the device what `pick` picks on the host, for a batch of rows as
+    /// long as Qwen's vocabulary (where Burn's own `argmax` gets 3 of these 4 rows wrong on
+    /// software Vulkan).
+    fn greedy_ids_match_the_host(device: &Device) {
+        let (rows, vocab) = (4, 151_936);
+        let values: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i as u64 * 2_654_435_761) % 1_000_003) as f32 / 1_000_003.0)
+            .collect();
+        let mut rng = Rng::new(0);
+        let want: Vec<u32> = values
+            .chunks(vocab)
+            .map(|row| Sampling::GREEDY.pick(row, &mut rng))
+            .collect();
+        let logits = Tensor::<2>::from_data(TensorData::new(values, [rows, vocab]), device);
+        let mut rngs = vec![Rng::new(0); rows];
+        let got = next_ids(&Sampling::GREEDY, logits, &mut rngs).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn greedy_ids_match_the_host_on_flex() {
+        greedy_ids_match_the_host(&Device::flex());
+    }
+
+    #[test]
+    fn greedy_ids_match_the_host_on_wgpu() {
+        if let Some(device) = crate::device::wgpu_or_skip() {
+            greedy_ids_match_the_host(&device);
+        }
+    }
 }
