@@ -101,3 +101,58 @@ pub fn label_hits(inference: &CausalLm, scored: &ScoredPositions, chunk: usize) 
         .collect();
     Tensor::cat(hits, 0).reshape([rows, len])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::precision::Storage;
+    use burn::tensor::{Distribution, FloatDType};
+
+    /// `label_hits` at Qwen's vocabulary: the first half of the labels are each position's top
+    /// logit (read back and picked on the host), the rest one past it, so the hits must be exactly
+    /// `[1…, 0…]` (on software Vulkan, Burn's own `argmax` got half of such rows wrong).
+    fn hits_at_qwen_vocabulary(device: &Device) {
+        let mut config = crate::dpo::bench::preset_config("tiny").unwrap();
+        config.vocab_size = 151_936;
+        let h = config.hidden_size;
+        let model = CausalLm::random(config, 3, device, Storage::Dense(FloatDType::F32)).unwrap();
+        let (rows, len) = (2, 32);
+        let hidden = Tensor::<3>::random([rows, len, h], Distribution::Normal(0.0, 1.0), device);
+        let logits = model.lm_head(hidden.clone().reshape([rows * len, h])); // [n, V]
+        let values: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().unwrap();
+        let vocab = 151_936;
+        let top: Vec<i64> = values
+            .chunks(vocab)
+            .map(|row| crate::generate::sampling::argmax(row) as i64)
+            .collect();
+        let half = rows * len / 2;
+        let labels: Vec<i64> = top
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| if i < half { t } else { (t + 1) % vocab as i64 })
+            .collect();
+        let scored = ScoredPositions {
+            hidden,
+            labels: Tensor::from_data(TensorData::new(labels, [rows, len]), device),
+        };
+        let hits: Vec<f32> = label_hits(&model, &scored, rows * len)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        let want: Vec<f32> = (0..rows * len).map(|i| f32::from(i < half)).collect();
+        assert_eq!(hits, want);
+    }
+
+    #[test]
+    fn label_hits_at_qwen_vocabulary_on_flex() {
+        hits_at_qwen_vocabulary(&Device::flex());
+    }
+
+    #[test]
+    fn label_hits_at_qwen_vocabulary_on_wgpu() {
+        if let Some(device) = crate::device::wgpu_or_skip() {
+            hits_at_qwen_vocabulary(&device);
+        }
+    }
+}
