@@ -71,6 +71,23 @@ fn devices_lists_and_names_the_auto_choice() {
     assert!(text.contains("auto: "), "{text}");
 }
 
+/// `devices --check` runs the vocabulary-wide kernels on the CPU and passes every check there.
+/// (The wgpu side is the library test `every_check_passes_on_wgpu`.)
+#[test]
+fn devices_check_passes_on_the_cpu() {
+    let out = minordpo(&["--device", "cpu", "devices", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("checking cpu"), "{text}");
+    for check in [
+        "fused LM head + log-prob (training's loss): ok",
+        "row argmax (greedy decoding, token accuracy): ok",
+        "Burn's argmax, for information: ok",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+}
+
 #[test]
 fn help_explains_every_generate_flag() {
     let out = minordpo(&["generate", "--help"]);

@@ -31,8 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the GPU adapters wgpu finds (name, type, graphics API) and what `auto` would pick.
-    Devices,
+    /// List the GPU adapters wgpu finds (name, type, graphics API) and what `auto` would pick;
+    /// `--check` also tests minordpo's vocabulary-wide kernels on the `--device`.
+    Devices(devices::DevicesArgs),
     /// Generate text from a Hugging Face model directory or GGUF file, streaming it to stdout.
     Generate(generate::GenerateArgs),
     /// Evaluate a policy (base + adapter) against the base model on preference pairs.
@@ -80,7 +81,7 @@ const MAIN_STACK_BYTES: usize = 8 << 20;
 /// Runs the parsed command.
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Devices => devices::run(),
+        Command::Devices(args) => devices::run(cli.device, args),
         Command::Generate(args) => generate::run(cli.device, args),
         Command::Eval(args) => eval::run(cli.device, args),
         Command::Merge(args) => merge::run(args),

@@ -17,6 +17,8 @@
 //!   on wgpu, where CubeCL's reduction gets vocabulary-long rows wrong;
 //! - `checkpoint.rs`: activation checkpointing (a decoder layer run again in the backward from
 //!   its kept input, through a nested backward on a graph of its own);
+//! - `self_check.rs`: `minordpo devices --check`, the vocabulary-wide kernels on a device against
+//!   the host;
 //! - `cpu.rs`: the vectorised, multi-threaded CPU loops those ops share on flex;
 //! - `autodiff.rs`: the backward plumbing every op shares (one `Backward` for all of them);
 //! - `wgsl.rs`: what the hand-written WGSL kernels share (their source template and u32
@@ -35,6 +37,7 @@ pub mod logprobs;
 pub mod projection;
 pub mod rms_norm;
 pub mod rope;
+pub mod self_check;
 mod wgsl;
 
 pub use activations::{softmax_last, swiglu};

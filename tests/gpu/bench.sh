@@ -29,7 +29,9 @@ RESULTS="$OUT/results.jsonl"
 
 cargo build --release --bin minordpo || exit 1
 BIN=target/release/minordpo
-"$BIN" devices > "$OUT/devices.txt" 2>&1
+# The adapters, then minordpo's vocabulary-wide kernels (fused log-probs, argmax) checked against
+# the host on this GPU, and whether Burn's own reduction gets such rows right on this driver.
+"$BIN" --device wgpu devices --check > "$OUT/devices.txt" 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 START=$(date +%s)
 
@@ -84,6 +86,7 @@ bench wgpu-llama-q4-recompute --device wgpu bench --preset llama-3.2-1b --batch-
 run torch-cuda-llama "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset llama-3.2-1b --device cuda --dtype bf16
 bench cpu-smollm2 --device cpu bench --preset smollm2-135m --batch-size 4 --seq-len 256
 
+cat "$OUT/devices.txt"
 "$PY" - "$RESULTS" <<'PYEOF'
 import json, sys
 print(f"{'run':28} {'tokens/s':>10} {'step ms':>9} {'peak GB':>8}  memory kind")
