@@ -77,7 +77,7 @@ pub fn run_checks(device: &Device) -> Vec<CheckLine> {
         Tensor::from_data(TensorData::new(values, shape), device)
     };
     let got = super::linear_logprobs(
-        on(hidden.clone(), [ROWS, HIDDEN]),
+        on(hidden, [ROWS, HIDDEN]),
         on(weight, [HIDDEN, VOCAB]),
         Tensor::from_data(TensorData::new(targets, [ROWS]), device),
         4,
