@@ -340,10 +340,6 @@ pub fn train(
             let mut line = objective.metrics(&stats);
             line.insert("grad_norm".into(), totals.grad_norm.into());
             line.insert("tokens_per_second".into(), totals.tokens_per_second.into());
-            memory.observe();
-            if let Some(bytes) = memory.bytes() {
-                line.insert("peak_memory_bytes".into(), bytes.into());
-            }
             line.insert("step".into(), done.into());
             line.insert(
                 "epoch".into(),
@@ -357,6 +353,11 @@ pub fn train(
                 if let Some(probe) = run.probe.as_deref_mut() {
                     line.extend(probe.measure(model, done)?);
                 }
+            }
+            // Last, so the peak includes this step's evaluation.
+            memory.observe();
+            if let Some(bytes) = memory.bytes() {
+                line.insert("peak_memory_bytes".into(), bytes.into());
             }
             log.append(&line)?;
             progress.message(done, progress_text(&line, objective.progress()));
