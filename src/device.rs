@@ -227,6 +227,7 @@ macro_rules! on_every_backend {
         }
 
         #[test]
+        #[allow(deprecated)] // ndarray stays selectable (`--device ndarray`), so it stays tested
         fn $ndarray() {
             $check(&burn::prelude::Device::ndarray());
         }

@@ -186,15 +186,5 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    #[test]
-    fn greedy_ids_match_the_host_on_flex() {
-        greedy_ids_match_the_host(&Device::flex());
-    }
-
-    #[test]
-    fn greedy_ids_match_the_host_on_wgpu() {
-        if let Some(device) = crate::device::wgpu_or_skip() {
-            greedy_ids_match_the_host(&device);
-        }
-    }
+    crate::device::on_every_backend!(greedy_ids_match_the_host => greedy_ids_match_the_host_on_flex, greedy_ids_match_the_host_on_ndarray, greedy_ids_match_the_host_on_wgpu);
 }

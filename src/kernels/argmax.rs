@@ -159,17 +159,10 @@ mod tests {
         assert_eq!(ids(argmax_rows(tensor)), want);
     }
 
-    #[test]
-    fn rows_argmax_matches_the_host_on_every_vocabulary_on_flex() {
-        every_vocabulary(&Device::flex());
-        ties_nan_and_flat_rows(&Device::flex());
+    fn check_all(device: &Device) {
+        every_vocabulary(device);
+        ties_nan_and_flat_rows(device);
     }
 
-    #[test]
-    fn rows_argmax_matches_the_host_on_every_vocabulary_on_wgpu() {
-        if let Some(device) = device::wgpu_or_skip() {
-            every_vocabulary(&device);
-            ties_nan_and_flat_rows(&device);
-        }
-    }
+    crate::device::on_every_backend!(check_all => rows_argmax_matches_the_host_on_flex, rows_argmax_matches_the_host_on_ndarray, rows_argmax_matches_the_host_on_wgpu);
 }

@@ -144,15 +144,5 @@ mod tests {
         assert_eq!(hits, want);
     }
 
-    #[test]
-    fn label_hits_at_qwen_vocabulary_on_flex() {
-        hits_at_qwen_vocabulary(&Device::flex());
-    }
-
-    #[test]
-    fn label_hits_at_qwen_vocabulary_on_wgpu() {
-        if let Some(device) = crate::device::wgpu_or_skip() {
-            hits_at_qwen_vocabulary(&device);
-        }
-    }
+    crate::device::on_every_backend!(hits_at_qwen_vocabulary => label_hits_at_qwen_vocabulary_on_flex, label_hits_at_qwen_vocabulary_on_ndarray, label_hits_at_qwen_vocabulary_on_wgpu);
 }
