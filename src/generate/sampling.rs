@@ -101,11 +101,15 @@ pub fn next_ids(sampling: &Sampling, logits: Tensor<2>, rngs: &mut [Rng]) -> Res
         .collect())
 }
 
-/// Index of the largest value (the first one on ties, as `torch.argmax`).
+/// Index of the largest value as `torch.argmax` gives it, and `kernels::argmax_rows` on every
+/// backend: the first one on ties, and the first NaN if there is one (NaN counts as the largest).
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
+    for (i, &v) in values.iter().enumerate() {
+        if v.is_nan() {
+            return i as u32;
+        }
+        if v > values[best] {
             best = i;
         }
     }
@@ -120,6 +124,15 @@ mod tests {
     fn greedy_takes_first_maximum() {
         let mut rng = Rng::new(0);
         assert_eq!(Sampling::GREEDY.pick(&[0.1, 3.0, 3.0, -1.0], &mut rng), 1);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_nan_as_torch_does() {
+        let nan = f32::NAN;
+        assert_eq!(argmax(&[0.1, 3.0, nan, 5.0, nan]), 2);
+        assert_eq!(argmax(&[nan, 3.0]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        assert_eq!(argmax(&[-1.0, f32::INFINITY, nan]), 2);
     }
 
     #[test]

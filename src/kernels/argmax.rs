@@ -98,18 +98,6 @@ impl RowArgmaxOps for CubeBackend {
 mod tests {
     use super::*;
 
-    /// The index `torch.argmax` gives: the first largest value, NaN above everything.
-    fn host_argmax(row: &[f32]) -> i64 {
-        let mut best = 0;
-        for (j, &x) in row.iter().enumerate() {
-            let b = row[best];
-            if !b.is_nan() && (x.is_nan() || x > b) {
-                best = j;
-            }
-        }
-        best as i64
-    }
-
     /// `[rows, n]` pseudo-random values in `[0, 1)`, with the rows' largest values planted near
     /// their ends (where a reduction that stops early misses them) and a tie in row 0.
     fn values(rows: usize, n: usize) -> Vec<f32> {
@@ -121,6 +109,11 @@ mod tests {
         }
         values[n / 3] = 2.0;
         values
+    }
+
+    /// The index `torch.argmax` gives, on the host.
+    fn host_argmax(row: &[f32]) -> i64 {
+        i64::from(crate::generate::sampling::argmax(row))
     }
 
     fn ids(tensor: Tensor<1, Int>) -> Vec<i64> {
