@@ -71,8 +71,9 @@ fn devices_lists_and_names_the_auto_choice() {
     assert!(text.contains("auto: "), "{text}");
 }
 
-/// `devices --check` runs the vocabulary-wide kernels on the CPU and passes every check there.
-/// (The wgpu side is the library test `every_check_passes_on_wgpu`.)
+/// `devices --check` runs the vocabulary-wide kernels and one DPO step on the CPU and passes every
+/// check there. (The wgpu side is the library tests `every_check_passes_on_wgpu` and
+/// `the_step_matches_the_cpu_tensor_ops_on_wgpu`.)
 #[test]
 fn devices_check_passes_on_the_cpu() {
     let out = minordpo(&["--device", "cpu", "devices", "--check"]);
@@ -83,6 +84,7 @@ fn devices_check_passes_on_the_cpu() {
         "fused LM head + log-prob (training's loss): ok",
         "row argmax (greedy decoding, token accuracy): ok",
         "Burn's argmax, for information: ok",
+        "one DPO step, default kernels (loss, LoRA gradients, gradient norm): ok",
     ] {
         assert!(text.contains(check), "{check}: {text}");
     }

@@ -1,16 +1,18 @@
 //! `minordpo devices`: the GPU adapters wgpu finds and what `--device auto` would pick; with
 //! `--check`, the vocabulary-wide kernels run on the `--device` against the host
-//! (`kernels/self_check.rs`).
+//! (`kernels/self_check.rs`), and one DPO step against the CPU's tensor ops (`dpo/device_check.rs`).
 
 use clap::Args;
 
 use crate::device::{self, DeviceChoice};
+use crate::dpo::device_check;
 use crate::kernels::self_check;
 
 #[derive(Args)]
 pub struct DevicesArgs {
-    /// Also run minordpo's vocabulary-wide operations (fused log-probs, argmax) on the `--device`
-    /// and compare them with the host; exits with an error if one the trainer relies on is wrong.
+    /// Also run minordpo's vocabulary-wide operations (fused log-probs, argmax) and one DPO
+    /// training step on the `--device` and compare them with the host; exits with an error if one
+    /// the trainer relies on is wrong.
     #[arg(long)]
     check: bool,
 }
@@ -44,7 +46,8 @@ pub fn run(choice: DeviceChoice, args: DevicesArgs) -> anyhow::Result<()> {
     }
     let selected = device::select(choice)?;
     println!("checking {}", selected.description);
-    let lines = self_check::run_checks(&selected.device);
+    let mut lines = self_check::run_checks(&selected.device);
+    lines.extend(device_check::step_lines(&selected.device));
     for line in &lines {
         println!("  {line}");
     }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod device_check;
 pub mod eval;
 pub mod loss;
 pub mod metrics;
