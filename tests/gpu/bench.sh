@@ -76,7 +76,8 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$nvidia_icd" ] &&
 fi
 
 # The adapters, then minordpo's vocabulary-wide kernels (fused log-probs, argmax) checked against
-# the host on this GPU, and whether Burn's own reduction gets such rows right on this driver.
+# the host on this GPU, whether Burn's own reduction gets such rows right on this driver, and one
+# whole DPO step (default kernels, then the WGSL attention) against the CPU's tensor ops.
 timeout 120 "$BIN" --device wgpu devices --check > "$OUT/devices.txt" 2>&1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"; } \
     > "$OUT/gpu.txt" 2>&1
