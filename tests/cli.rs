@@ -266,6 +266,51 @@ fn bench_prints_one_json_line_with_its_figures() {
     assert_clean_failure(&out, &["unknown preset `gpt-5`", "qwen2.5-0.5b"]);
 }
 
+/// `bench --decode N` times greedy decoding: N new tokens for each of --batch-size prompts, on a
+/// preset or a real model directory; its rate is the tokens over the median run. Training-only
+/// flags and an empty decode are refused.
+#[test]
+fn bench_decode_times_greedy_decoding() {
+    let model = model_dir("llama3");
+    for (what, value) in [("--preset", "tiny"), ("--model", model.to_str().unwrap())] {
+        let mut args = words("--device cpu bench --decode 12 --batch-size 3 --prompt-len 5");
+        args.extend(["--steps", "3", "--warmup", "0", what, value]);
+        let out = minordpo(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["mode"], "decode", "{report}");
+        assert_eq!(report["new_tokens"], 12);
+        assert_eq!(report["batch_size"], 3);
+        assert_eq!(report["prompt_len"], 5);
+        let mut runs: Vec<f64> = report["run_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(runs.len(), 3);
+        runs.sort_by(f64::total_cmp);
+        let rate = report["tokens_per_second"].as_f64().unwrap();
+        assert!(
+            (rate - 36.0 / (runs[1] / 1e3)).abs() < 1e-6 * rate,
+            "{report}"
+        );
+        let per_token = report["step_ms_median"].as_f64().unwrap();
+        assert!((per_token - runs[1] / 12.0).abs() < 1e-9, "{report}");
+    }
+    let out = minordpo(&words(
+        "--device cpu bench --preset tiny --decode 4 --gradient-checkpointing",
+    ));
+    assert_clean_failure(
+        &out,
+        &["'--decode <N>' cannot be used with '--gradient-checkpointing'"],
+    );
+    let out = minordpo(&words("--device cpu bench --preset tiny --decode 0"));
+    assert_clean_failure(&out, &["--decode ≥ 1"]);
+}
+
 /// A preset counts as a bf16 checkpoint: `auto` multiplies it in bf16 where the CPU can and says
 /// so in the report; f32 weights with an explicit `bf16` are refused with the reason (on any CPU:
 /// either it lacks the instructions or the weights are not bf16).

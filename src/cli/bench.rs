@@ -1,10 +1,11 @@
-//! `minordpo bench`: timed training steps, one JSON line.
+//! `minordpo bench`: timed training steps (or, with `--decode N`, greedy decoding), one JSON line.
 
 use std::path::PathBuf;
 
 use crate::device::DeviceChoice;
 use crate::dpo::TrainConfig;
 use crate::dpo::bench::{BenchSettings, bench};
+use crate::generate::bench::{DecodeBenchSettings, bench_decoding};
 use crate::kernels::attention::AttentionKernel;
 use crate::model::precision::{FrozenPrecision, MatmulPrecision};
 
@@ -18,16 +19,21 @@ pub struct BenchArgs {
     /// qwen2.5-0.5b, llama-3.2-1b, gemma3-270m.
     #[arg(long)]
     preset: Option<String>,
-    /// Pairs per step (each pair is two sequences).
+    /// Time greedy decoding instead of training, as `generate` and the batched sampler run it:
+    /// N new tokens for each of --batch-size prompts of --prompt-len random tokens (default 32),
+    /// decoded together; --steps timed runs, the prompt's prefill included.
+    #[arg(long, value_name = "N", conflicts_with_all = TRAINING_ONLY)]
+    decode: Option<usize>,
+    /// Pairs per step (each pair is two sequences); with --decode, prompts decoded together.
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
     /// Tokens per sequence (prompt and completion).
     #[arg(long, default_value_t = 512)]
     seq_len: usize,
-    /// Prompt tokens per sequence (default: half of --seq-len).
+    /// Prompt tokens per sequence (default: half of --seq-len; with --decode, 32).
     #[arg(long)]
     prompt_len: Option<usize>,
-    /// Timed steps.
+    /// Timed steps (with --decode, timed runs).
     #[arg(long, default_value_t = 3)]
     steps: usize,
     /// Untimed steps first (autotuning, allocation).
@@ -70,14 +76,45 @@ pub struct BenchArgs {
     matmul_precision: MatmulPrecision,
 }
 
+/// The flags that only training steps use.
+const TRAINING_ONLY: [&str; 9] = [
+    "seq_len",
+    "logprob_chunk",
+    "attention_block",
+    "attention_kernel",
+    "share_prompt",
+    "max_tokens_per_batch",
+    "gradient_checkpointing",
+    "live_reference",
+    "lora_r",
+];
+
 /// Runs the benchmark and prints its JSON line.
 pub fn run(choice: DeviceChoice, args: BenchArgs) -> anyhow::Result<()> {
+    let model = args
+        .model
+        .as_deref()
+        .map(crate::hub::model_dir)
+        .transpose()?;
+    if let Some(new_tokens) = args.decode {
+        let report = bench_decoding(&DecodeBenchSettings {
+            model,
+            preset: args.preset,
+            device: choice,
+            rows: args.batch_size,
+            prompt_len: args.prompt_len.unwrap_or(32),
+            new_tokens,
+            steps: args.steps,
+            warmup: args.warmup,
+            frozen_precision: args.frozen_precision,
+            matmul_precision: args.matmul_precision,
+            seed: 0,
+        })?;
+        println!("{report}");
+        return Ok(());
+    }
     let report = bench(&BenchSettings {
-        model: args
-            .model
-            .as_deref()
-            .map(crate::hub::model_dir)
-            .transpose()?,
+        model,
         preset: args.preset,
         device: choice,
         batch_size: args.batch_size,

@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::tensor::FloatDType;
-
 use crate::data::{PairLayout, TokenizedPair, bucketed_len, make_batch};
 use crate::device::{self, DeviceChoice};
 use crate::dpo::DpoObjective;
@@ -20,33 +18,14 @@ use crate::dpo::step::reference_logps;
 use crate::error::{Error, Result};
 use crate::io::Rng;
 use crate::kernels::attention::AttentionKernel;
+use crate::model::ModelConfig;
 use crate::model::lora::{self, LoraSettings};
-use crate::model::precision::{self, FrozenPrecision, MatmulPrecision, Storage};
-use crate::model::{CausalLm, ModelConfig};
+use crate::model::precision::{self, FrozenPrecision, MatmulPrecision};
+use crate::model::preset;
 use crate::train::memory::PeakMemory;
 use crate::train::optim::{AdamW, Trained};
 use crate::train::window::StepWindow;
 use crate::train::{Update, optimizer_step};
-
-/// `(name, the text of configs/bench/NAME.json)`.
-macro_rules! preset {
-    ($name:literal) => {
-        (
-            $name,
-            include_str!(concat!("../../configs/bench/", $name, ".json")),
-        )
-    };
-}
-
-/// Model shapes to benchmark without downloading weights: each model's own `config.json`, kept in
-/// `configs/bench/`.
-pub const PRESETS: [(&str, &str); 5] = [
-    preset!("tiny"),
-    preset!("smollm2-135m"),
-    preset!("qwen2.5-0.5b"),
-    preset!("llama-3.2-1b"),
-    preset!("gemma3-270m"),
-];
 
 /// What to benchmark.
 #[derive(Debug, Clone)]
@@ -85,17 +64,6 @@ pub struct BenchSettings {
     pub seed: u64,
 }
 
-/// The config of a preset, or an error listing the presets.
-pub fn preset_config(name: &str) -> Result<ModelConfig> {
-    let (_, json) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-        Error::Invalid(format!(
-            "--preset: unknown preset `{name}`; presets: {}",
-            PRESETS.map(|p| p.0).join(", ")
-        ))
-    })?;
-    ModelConfig::from_json(json, std::path::Path::new(&format!("preset {name}")))
-}
-
 /// Floating-point operations of one training step (see docs/performance.md): the frozen model's
 /// forward `F` (matmuls `2·N·tokens`, attention `4·L·T²·d` per sequence, the LM head over label
 /// positions), its backward to the activations (`≈ F`, no weight gradients), plus `F` again for a
@@ -121,7 +89,8 @@ pub fn step_flops(
     forward * if live_reference { 3.0 } else { 2.0 }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median of `values` (sorted in place; NaN when empty).
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -153,26 +122,13 @@ pub fn bench(s: &BenchSettings) -> Result<serde_json::Value> {
     let device = selected.device.clone().autodiff();
     let mut memory = PeakMemory::new(&selected.device);
     let started = Instant::now();
-    let (mut model, frozen_dtype, name) = match (&s.model, &s.preset) {
-        (Some(dir), _) => {
-            let (model, dtype) = CausalLm::load_frozen(dir, &device, s.frozen_precision)?;
-            (model, dtype, dir.display().to_string())
-        }
-        (None, Some(preset)) => {
-            // A preset counts as a bf16 checkpoint, as the real models ship.
-            let dtype = s
-                .frozen_precision
-                .resolve(&device, Some(Storage::Dense(FloatDType::BF16)))?;
-            let config = preset_config(preset)?;
-            config.check_sequence_length(s.seq_len)?;
-            (
-                CausalLm::random(config, s.seed, &device, dtype)?,
-                dtype,
-                preset.clone(),
-            )
-        }
-        (None, None) => return Err(Error::Invalid("give --model DIR or --preset NAME".into())),
-    };
+    let (mut model, frozen_dtype, name) = preset::bench_model(
+        s.model.as_ref(),
+        s.preset.as_deref(),
+        s.seed,
+        &device,
+        s.frozen_precision,
+    )?;
     model.config.check_sequence_length(s.seq_len)?;
     model.attention_block = s.attention_block;
     model.attention_kernel = s.attention_kernel;

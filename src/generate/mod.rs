@@ -2,6 +2,7 @@
 //! time, streaming decoded text as soon as it forms whole characters, stopping at EOS.
 
 pub mod batch;
+pub mod bench;
 pub mod sampling;
 
 use std::path::Path;

@@ -106,10 +106,16 @@ impl CausalLm {
         precision: FrozenPrecision,
     ) -> Result<(Self, Storage)> {
         let (mut model, storage) = Self::load_frozen(dir, device, precision)?;
-        if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
-            model.embed_tokens.narrow(half);
-        }
+        model.narrow_for_decoding(storage);
         Ok((model, storage))
+    }
+
+    /// Stores the embedding table (a tied head with it) in the projections' `storage` when that
+    /// is half precision, as [`Self::load_for_decoding`] does after loading.
+    pub fn narrow_for_decoding(&mut self, storage: Storage) {
+        if let Storage::Dense(half @ (FloatDType::BF16 | FloatDType::F16)) = storage {
+            self.embed_tokens.narrow(half);
+        }
     }
 
     /// A model of `config` with random weights (uniform, std 0.02; unit norm scales, zero biases) and

@@ -112,7 +112,7 @@ mod tests {
     /// logit (read back and picked on the host), the rest one past it, so the hits must be exactly
     /// `[1…, 0…]` (on software Vulkan, Burn's own `argmax` got half of such rows wrong).
     fn hits_at_qwen_vocabulary(device: &Device) {
-        let mut config = crate::dpo::bench::preset_config("tiny").unwrap();
+        let mut config = crate::model::preset::preset_config("tiny").unwrap();
         config.vocab_size = 151_936;
         let h = config.hidden_size;
         let model = CausalLm::random(config, 3, device, Storage::Dense(FloatDType::F32)).unwrap();

@@ -16,6 +16,7 @@ pub mod mlp;
 pub mod norm;
 pub mod params;
 pub mod precision;
+pub mod preset;
 pub mod quantized;
 pub mod rope;
 pub mod save;

@@ -6,8 +6,9 @@
 # wgpu default), as the WGSL kernels (`--attention-kernel fused`) and plain (`--attention-block
 # 0`), the prompt computed once per pair against two rows per pair, per-layer recompute), the same
 # training step in PyTorch + PEFT on CUDA (tests/baselines/torch_dpo_step.py) for the side-by-side
-# ratio, and the demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should
-# prefer the CPU (and whether `attention_kernel: auto` should pick the WGSL kernels on GPUs).
+# ratio, the demo's tiny model and SmolLM2 on the CPU against wgpu, to decide when `auto` should
+# prefer the CPU (and whether `attention_kernel: auto` should pick the WGSL kernels on GPUs), and
+# greedy decoding (`bench --decode`) on both.
 #
 #   tests/gpu/bench.sh [OUT]     # OUT (default target/gpu-bench)
 #
@@ -113,9 +114,13 @@ bench() {
     run "$label" "$BIN" "$@" --steps 3 --warmup 2
 }
 
-# 1. CPU against GPU (the `auto` device rule): the demo's tiny model, then SmolLM2 on the CPU.
+# 1. CPU against GPU (the `auto` device rule): the demo's tiny model, then SmolLM2 on the CPU;
+# greedy decoding of SmolLM2 on both (`generate`'s rule; the table's "step ms" of a decode row is
+# milliseconds per new token, the prompt's prefill included).
 bench cpu-tiny --device cpu bench --preset tiny --batch-size 8 --seq-len 128
 bench wgpu-tiny --device wgpu bench --preset tiny --batch-size 8 --seq-len 128
+bench cpu-smollm2-decode --device cpu bench --preset smollm2-135m --decode 64 --prompt-len 41
+bench wgpu-smollm2-decode --device wgpu bench --preset smollm2-135m --decode 64 --prompt-len 41
 # 2. Each shape's default against PyTorch + PEFT on CUDA, and the WGSL attention against tensor ops.
 bench wgpu-smollm2-default --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256
 run torch-cuda-smollm2 "$PY" tests/baselines/torch_dpo_step.py 4 256 3 --preset smollm2-135m --device cuda --dtype bf16
@@ -126,7 +131,10 @@ run torch-cuda-qwen "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset qwe
 bench wgpu-qwen-wgsl-attention --device wgpu bench --preset qwen2.5-0.5b --batch-size 1 --seq-len 512 --attention-kernel fused
 bench wgpu-llama-default --device wgpu bench --preset llama-3.2-1b --batch-size 1 --seq-len 512
 run torch-cuda-llama "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset llama-3.2-1b --device cuda --dtype bf16
-# 3. The knobs, one at a time against each shape's default.
+# 3. The knobs, one at a time against each shape's default; decoding the larger shapes.
+bench wgpu-qwen-decode --device wgpu bench --preset qwen2.5-0.5b --decode 64 --prompt-len 41
+bench wgpu-llama-decode --device wgpu bench --preset llama-3.2-1b --decode 64 --prompt-len 41
+bench wgpu-smollm2-decode-8-rows --device wgpu bench --preset smollm2-135m --decode 64 --prompt-len 41 --batch-size 8
 bench wgpu-smollm2-two-rows --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --share-prompt false
 bench wgpu-smollm2-recompute --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --gradient-checkpointing
 bench wgpu-smollm2-f32 --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --frozen-precision f32
