@@ -114,11 +114,14 @@ bench() {
     run "$label" "$BIN" "$@" --steps 3 --warmup 2
 }
 
-# 1. CPU against GPU (the `auto` device rule): the demo's tiny model, then SmolLM2 on the CPU;
-# greedy decoding of SmolLM2 on both (`generate`'s rule; the table's "step ms" of a decode row is
-# milliseconds per new token, the prompt's prefill included).
+# 1. CPU against GPU (the `auto` device rule): the demo's tiny model, training and its batched
+# sampler (64 prompts at a time, as `demo` scores its problems), then SmolLM2 on the CPU; greedy
+# decoding of SmolLM2 on both (`generate`'s rule). The table's "step ms" of a decode row is
+# milliseconds per new token, the prompt's prefill included.
 bench cpu-tiny --device cpu bench --preset tiny --batch-size 8 --seq-len 128
 bench wgpu-tiny --device wgpu bench --preset tiny --batch-size 8 --seq-len 128
+bench cpu-tiny-decode --device cpu bench --preset tiny --decode 16 --prompt-len 24 --batch-size 64
+bench wgpu-tiny-decode --device wgpu bench --preset tiny --decode 16 --prompt-len 24 --batch-size 64
 bench cpu-smollm2-decode --device cpu bench --preset smollm2-135m --decode 64 --prompt-len 41
 bench wgpu-smollm2-decode --device wgpu bench --preset smollm2-135m --decode 64 --prompt-len 41
 # 2. Each shape's default against PyTorch + PEFT on CUDA, and the WGSL attention against tensor ops.
