@@ -10,6 +10,7 @@ use burn::prelude::*;
 use minordpo::generate::sampling::Sampling;
 use minordpo::generate::{GenerateRequest, GenerationDefaults, generate, stop_ids};
 use minordpo::model::CausalLm;
+use minordpo::model::precision::FrozenPrecision;
 use minordpo::tokenizer::Tokenizer;
 use serde_json::Value;
 
@@ -140,19 +141,17 @@ fn blocked_attention_logits_equal_plain_attention() {
     }
 }
 
-/// Decoding one token at a time with the KV cache (products of one row: the few-row kernels
-/// reading bf16 weights and the bf16 tied table in place, attention over cached keys with the
-/// sliding windows of Gemma 3's local layers) gives the logits the whole sequence gives at once
-/// (`gemm` on widened weights), for the same bf16 weights.
-#[test]
-fn cached_decoding_in_half_precision_matches_the_whole_sequence() {
-    let device = Device::flex();
+/// Decoding one token at a time with the KV cache (products of one row: on the CPU the few-row
+/// kernels reading bf16 weights and the bf16 tied table in place, on wgpu the WGSL kernels reading
+/// f16 ones; attention over cached keys with the sliding windows of Gemma 3's local layers) gives
+/// the logits the whole sequence gives at once (the general products on widened weights), for the
+/// same half-precision weights.
+fn check_cached_decoding(device: &Device, precision: FrozenPrecision) {
     for name in MODELS {
-        let precision = minordpo::model::precision::FrozenPrecision::Bf16;
-        let (model, _) = CausalLm::load_for_decoding(&model_dir(name), &device, precision).unwrap();
+        let (model, _) = CausalLm::load_for_decoding(&model_dir(name), device, precision).unwrap();
         let (_, ids) = expected_tensor(name, "input_ids_3"); // 40 tokens, past every window
         let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
-        let whole = common::logits(&model, &ids, &device);
+        let whole = common::logits(&model, &ids, device);
         let vocab = whole.len() / ids.len();
         let prefill = 8;
         let mut cache = minordpo::model::KvCache::default();
@@ -164,7 +163,7 @@ fn cached_decoding_in_half_precision_matches_the_whole_sequence() {
                 &ids[at - 1..at]
             };
             let tokens =
-                Tensor::<2, Int>::from_data(TensorData::new(new.to_vec(), [1, new.len()]), &device);
+                Tensor::<2, Int>::from_data(TensorData::new(new.to_vec(), [1, new.len()]), device);
             let logits: Vec<f32> = model
                 .forward(tokens, Some(&mut cache))
                 .into_data()
@@ -183,6 +182,19 @@ fn cached_decoding_in_half_precision_matches_the_whole_sequence() {
             "{name}: cached decoding differs by {worst:e}"
         );
     }
+}
+
+#[test]
+fn cached_decoding_in_half_precision_matches_the_whole_sequence() {
+    check_cached_decoding(&Device::flex(), FrozenPrecision::Bf16);
+}
+
+#[test]
+fn cached_decoding_in_f16_matches_the_whole_sequence_on_wgpu() {
+    let Some(device) = common::wgpu_device() else {
+        return;
+    };
+    check_cached_decoding(&device, FrozenPrecision::F16);
 }
 
 #[test]

@@ -137,6 +137,9 @@ run torch-cuda-llama "$PY" tests/baselines/torch_dpo_step.py 1 512 3 --preset ll
 # 3. The knobs, one at a time against each shape's default; decoding the larger shapes.
 bench wgpu-qwen-decode --device wgpu bench --preset qwen2.5-0.5b --decode 64 --prompt-len 41
 bench wgpu-llama-decode --device wgpu bench --preset llama-3.2-1b --decode 64 --prompt-len 41
+# f32 weights through CubeCL's matmul against the f16 ones our few-row kernels read in place.
+bench wgpu-smollm2-decode-f32 --device wgpu bench --preset smollm2-135m --decode 64 --prompt-len 41 --frozen-precision f32
+bench wgpu-llama-decode-f32 --device wgpu bench --preset llama-3.2-1b --decode 64 --prompt-len 41 --frozen-precision f32
 bench wgpu-smollm2-decode-8-rows --device wgpu bench --preset smollm2-135m --decode 64 --prompt-len 41 --batch-size 8
 bench wgpu-smollm2-two-rows --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --share-prompt false
 bench wgpu-smollm2-recompute --device wgpu bench --preset smollm2-135m --batch-size 4 --seq-len 256 --gradient-checkpointing

@@ -17,6 +17,8 @@
 //!   on CPUs with AVX512-BF16 (`bf16_gemm.rs`): twice the multiply-adds per instruction.
 //!   Other backends compose ordinary ops (Fusion fuses them lazily on wgpu).
 //! - **Autodiff** (`tracked.rs`) keeps the stored weight, dense or in blocks, for the backward.
+//! - **Decoding on wgpu** (1–4 rows, no autodiff) reads a half-precision weight in place
+//!   (`few_rows_wgsl.rs`) instead of casting it to an f32 copy before the matmul.
 
 // ndarray is deprecated upstream but stays selectable (`--device ndarray`), so it gets the op too.
 #![allow(deprecated)]
@@ -35,6 +37,7 @@ pub mod blocks;
 mod blocks_cpu;
 mod blocks_wgsl;
 mod few_rows;
+mod few_rows_wgsl;
 mod flex;
 pub(crate) mod gemm;
 mod tracked;
@@ -214,6 +217,9 @@ pub trait ProjectionOps: Backend {
 /// `x`'s dtype, keeping only the stored weight for the backward (whose `∂x = g · Wᵀ` multiplies
 /// as `products` says too).
 pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>, products: Products) -> Tensor<2> {
+    if let Some(out) = few_rows_wgsl::product(&x, &weight) {
+        return out;
+    }
     Tensor::from_dispatch(<Dispatch as ProjectionOps>::frozen_matmul(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -231,6 +237,9 @@ pub fn lora_matmul(
     b: Tensor<2>,
     products: Products,
 ) -> Tensor<2> {
+    if let Some(base) = few_rows_wgsl::product(&x, &weight) {
+        return base + x.matmul(a).matmul(b);
+    }
     Tensor::from_dispatch(<Dispatch as ProjectionOps>::lora_matmul(
         x.into_dispatch(),
         weight.into_dispatch(),
