@@ -4,7 +4,7 @@
 // read once. Workgroup (x, y) covers column pairs x·WG.. and rows y·kc..; the partial sums of the
 // row ranges are added by `few_rows_sum.wgsl`.
 //
-// Bindings: x [m, k] f32 (contiguous), w [k, n / 2] u32, partial [splits, m, n] f32,
+// Bindings: x [m, k] f32 (contiguous), w [k, n / 2] u32, partial [ranges, m, n] f32,
 // info = [m, k, n, kc].
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
