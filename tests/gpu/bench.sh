@@ -30,7 +30,7 @@
 # device rule), minordpo against PyTorch on each shape, the WGSL attention against tensor ops
 # (the `attention_kernel: auto` rule), then the memory and speed knobs. Each run is capped at
 # RUN_LIMIT seconds (default 45) and none starts after BUDGET seconds (default 360), so the whole
-# takes under eight minutes; a skipped run is recorded as such. ONLY="label label …" runs just
+# takes under ten minutes with `devices --check` (capped at 2); a skipped run is recorded as such. ONLY="label label …" runs just
 # those runs (for a second, shorter call).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
