@@ -14,11 +14,6 @@
 
 var<workgroup> sums: array<vec4<f32>, {{ workgroup_size }}>;
 
-// The two f16 values of a word, the lower half first.
-fn widen2(word: u32) -> vec2<f32> {
-    return unpack2x16float(word);
-}
-
 @compute @workgroup_size({{ workgroup_size }})
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     let m = info[0];
@@ -28,7 +23,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     let words = k / 2u;
     var acc = vec4<f32>(0.0);
     for (var i = local.x; i < words; i += {{ workgroup_size }}u) {
-        let wv = widen2(e[j * words + i]);
+        let wv = unpack2x16float(e[j * words + i]);
         let kk = 2u * i;
         var part = vec4<f32>(0.0);
         part.x = dot(vec2<f32>(x[kk], x[kk + 1u]), wv);

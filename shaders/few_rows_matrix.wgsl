@@ -12,11 +12,6 @@
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(3) var<storage, read_write> info: array<u32>;
 
-// The two f16 values of a word, the lower half first.
-fn widen2(word: u32) -> vec2<f32> {
-    return unpack2x16float(word);
-}
-
 @compute @workgroup_size({{ workgroup_size }})
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     let m = info[0];
@@ -32,7 +27,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     let k1 = min(k0 + kc, k);
     var acc: array<vec2<f32>, 4>;
     for (var kk = k0; kk < k1; kk++) {
-        let wv = widen2(w[kk * words + pair]);
+        let wv = unpack2x16float(w[kk * words + pair]);
         for (var r = 0u; r < m; r++) {
             acc[r] += x[r * k + kk] * wv;
         }

@@ -26,7 +26,7 @@ use crate::dpo::TrainConfig;
 use crate::dpo::step::{Reference, score_pairs};
 use crate::io::Rng;
 use crate::kernels::attention::AttentionKernel;
-use crate::kernels::self_check::CheckLine;
+use crate::kernels::self_check::{CheckLine, max_relative_error, read, worse};
 use crate::model::CausalLm;
 use crate::model::config::ModelConfig;
 use crate::model::lora::{self, LoraSettings};
@@ -55,10 +55,10 @@ const SEED: u64 = 7;
 /// What one step leaves, read back to the host.
 struct StepResult {
     /// Per-pair losses `[pairs]`.
-    losses: Vec<f32>,
+    losses: Vec<f64>,
     /// Every adapter matrix's gradient, flattened, by parameter name.
-    gradients: BTreeMap<String, Vec<f32>>,
-    norm: f32,
+    gradients: BTreeMap<String, Vec<f64>>,
+    norm: f64,
 }
 
 /// The step on `device` with its defaults and, on wgpu, with the WGSL attention, each against
@@ -143,7 +143,7 @@ fn run_step(
     );
     let backward = scored.losses.clone().mean().backward();
     let gradients = collect_grads(&mut model, Trained::Adapters, &backward);
-    let norm = global_norm(&gradients).map_or(f32::NAN, |n| read(n)[0]);
+    let norm = global_norm(&gradients).map_or(f64::NAN, |n| read(n)[0]);
     StepResult {
         losses: read(scored.losses),
         gradients: gradients
@@ -154,24 +154,6 @@ fn run_step(
     }
 }
 
-fn read(t: Tensor<1>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .unwrap_or_default()
-}
-
-/// The largest `|got − want|`, relative to `scale` (NaN and a length mismatch count as infinite).
-fn max_error(got: &[f32], want: &[f32], scale: f64) -> f64 {
-    if got.len() != want.len() {
-        return f64::INFINITY;
-    }
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / scale)
-        .fold(0f64, |m, e| if e.is_nan() || e > m { e } else { m })
-}
-
 /// The line comparing a step's `got` with the CPU's `want`.
 fn step_line(
     name: &'static str,
@@ -179,20 +161,17 @@ fn step_line(
     got: StepResult,
     want: &StepResult,
 ) -> CheckLine {
-    let magnitude = |v: &[f32]| v.iter().fold(1f64, |m, x| m.max(f64::from(x.abs())));
-    let loss_err = max_error(&got.losses, &want.losses, magnitude(&want.losses));
-    let norm_err = max_error(&[got.norm], &[want.norm], magnitude(&[want.norm]));
+    let magnitude = |v: &[f64]| v.iter().fold(1f64, |m, x| m.max(x.abs()));
+    let loss_err = max_relative_error(&got.losses, &want.losses, magnitude(&want.losses));
+    let norm_err = max_relative_error(&[got.norm], &[want.norm], magnitude(&[want.norm]));
     let grad_err = if got.gradients.len() == want.gradients.len() {
         want.gradients.iter().fold(0f64, |m, (name, w)| {
-            let scale = w
-                .iter()
-                .fold(0f64, |s, x| s.max(f64::from(x.abs())))
-                .max(1e-30);
+            let scale = w.iter().fold(0f64, |s, x| s.max(x.abs())).max(1e-30);
             let e = got
                 .gradients
                 .get(name)
-                .map_or(f64::INFINITY, |g| max_error(g, w, scale));
-            if e.is_nan() || e > m { e } else { m }
+                .map_or(f64::INFINITY, |g| max_relative_error(g, w, scale));
+            worse(m, e)
         })
     } else {
         f64::INFINITY
@@ -253,7 +232,7 @@ mod tests {
         assert!(line.detail.starts_with("f32 weights, against"), "{line}");
         assert!(line.detail.contains("gradient error 5.0e-2"), "{line}");
         let mut nan = step();
-        nan.losses[0] = f32::NAN;
+        nan.losses[0] = f64::NAN;
         assert!(!step_line("s", f32, nan, &step()).passed);
         let mut missing = step();
         missing.gradients.clear();

@@ -124,9 +124,10 @@ fn host_logprobs(logits: &[f64], targets: &[i64]) -> Vec<f64> {
         .collect()
 }
 
-fn read(t: Tensor<1>) -> Vec<f32> {
+/// `t` on the host in f64 (empty if it cannot be read, which fails every comparison).
+pub(crate) fn read(t: Tensor<1>) -> Vec<f64> {
     t.into_data()
-        .convert::<f32>()
+        .convert::<f64>()
         .try_into_vec()
         .unwrap_or_default()
 }
@@ -138,17 +139,27 @@ fn ids(t: Tensor<1, Int>) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// The larger of two errors, NaN if either is (`f64::max` would drop a NaN).
+pub(crate) fn worse(a: f64, b: f64) -> f64 {
+    if b.is_nan() || b > a { b } else { a }
+}
+
+/// The largest `|got − want|` relative to `scale`: NaN if any is NaN, infinite when the lengths
+/// differ. The checks' measure, here and in `dpo/device_check.rs`.
+pub(crate) fn max_relative_error(got: &[f64], want: &[f64], scale: f64) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / scale)
+        .fold(0f64, worse)
+}
+
 /// The log-prob check from the device's `got` and the host's `want`.
-fn logprob_line(got: &[f32], want: &[f64]) -> CheckLine {
+fn logprob_line(got: &[f64], want: &[f64]) -> CheckLine {
     let scale = want.iter().fold(0f64, |m, w| m.max(w.abs())).max(1e-12);
-    let err = if got.len() == want.len() {
-        got.iter()
-            .zip(want)
-            .map(|(&g, w)| (f64::from(g) - w).abs() / scale)
-            .fold(0f64, |m, e| if e.is_nan() || e > m { e } else { m })
-    } else {
-        f64::INFINITY
-    };
+    let err = max_relative_error(got, want, scale);
     CheckLine {
         name: "fused LM head + log-prob (training's loss)",
         required: true,
@@ -222,7 +233,7 @@ mod tests {
             off.to_string().contains("max relative error 8.3e-3"),
             "{off}"
         );
-        assert!(!logprob_line(&[f32::NAN, -3.0], &want).passed);
+        assert!(!logprob_line(&[f64::NAN, -3.0], &want).passed);
         assert!(!logprob_line(&[-12.0], &want).passed);
     }
 }
