@@ -39,6 +39,12 @@ const NR: usize = 48;
 /// Pairs of `k` per packed block: `KC_PAIRS · NR` u32 = 24 KB, within a 32 KB L1.
 const KC_PAIRS: usize = 128;
 
+/// What packing one weight value costs, in multiply-adds, when deciding whether a product is
+/// worth rayon's threads: every product packs the whole weight, which with a few rows (a batched
+/// decoding step) is most of its time. Measured on `bench --decode` (2-core AVX-512 host): with
+/// multiply-adds alone, 5–7 rows left every SmolLM2 projection on one thread.
+const PACKING_MACS: usize = 64;
+
 /// Whether this CPU runs the kernel (x86-64 with AVX-512 F, BW and BF16).
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -310,7 +316,8 @@ unsafe fn multiply(
         }
     };
     let panels = n.div_ceil(NR);
-    if m.saturating_mul(n).saturating_mul(k) >= gemm::PARALLEL_MACS {
+    let work = m.saturating_add(PACKING_MACS).saturating_mul(n).saturating_mul(k);
+    if work >= gemm::PARALLEL_MACS {
         (0..panels).into_par_iter().for_each(panel);
     } else {
         (0..panels).for_each(panel);
