@@ -67,15 +67,14 @@ pub(crate) fn max_rel_err<const D: usize>(
     // On the host: Burn's full reductions on wgpu can miss the far part of a tensor with long rows
     // (`argmax.rs`), which would hide an error there.
     assert_eq!(actual.dims(), expected.dims());
-    let host = |t: burn::prelude::Tensor<D>| -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec().unwrap()
+    let host = |t: burn::prelude::Tensor<D>| -> Vec<f64> {
+        t.into_data().convert::<f64>().try_into_vec().unwrap()
     };
     let (actual, expected) = (host(actual), host(expected));
-    // The largest of `values`, NaN if any is NaN (so a NaN result fails every tolerance).
-    let largest = |values: &mut dyn Iterator<Item = f32>| {
-        values.fold(0f32, |m, v| if v.is_nan() || v > m { v } else { m })
-    };
-    let scale = largest(&mut expected.iter().map(|e| e.abs()));
-    let err = largest(&mut actual.iter().zip(&expected).map(|(a, e)| (a - e).abs()));
-    err / scale.max(1e-6)
+    // A NaN on either side makes the error NaN, which fails every tolerance.
+    let scale = expected
+        .iter()
+        .map(|e| e.abs())
+        .fold(0.0, self_check::worse);
+    self_check::max_relative_error(&actual, &expected, scale.max(1e-6)) as f32
 }

@@ -316,7 +316,10 @@ unsafe fn multiply(
         }
     };
     let panels = n.div_ceil(NR);
-    let work = m.saturating_add(PACKING_MACS).saturating_mul(n).saturating_mul(k);
+    let work = m
+        .saturating_add(PACKING_MACS)
+        .saturating_mul(n)
+        .saturating_mul(k);
     if work >= gemm::PARALLEL_MACS {
         (0..panels).into_par_iter().for_each(panel);
     } else {
