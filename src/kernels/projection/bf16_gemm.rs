@@ -39,10 +39,11 @@ const NR: usize = 48;
 /// Pairs of `k` per packed block: `KC_PAIRS · NR` u32 = 24 KB, within a 32 KB L1.
 const KC_PAIRS: usize = 128;
 
-/// What packing one weight value costs, in multiply-adds, when deciding whether a product is
-/// worth rayon's threads: every product packs the whole weight, which with a few rows (a batched
-/// decoding step) is most of its time. Measured on `bench --decode` (2-core AVX-512 host): with
-/// multiply-adds alone, 5–7 rows left every SmolLM2 projection on one thread.
+/// The multiply-adds one packed weight value counts for when deciding whether a product is worth
+/// rayon's threads: every product packs the whole weight, which with a few rows (a batched
+/// decoding step) is most of its time. Counting multiply-adds alone left every SmolLM2 projection
+/// of a 5–7-row step on one thread; of 16, 32 and 64, 64 was best or level at every row count
+/// (`bench --decode`, 2-core AVX-512 host, docs/performance.md "Decoding").
 const PACKING_MACS: usize = 64;
 
 /// Whether this CPU runs the kernel (x86-64 with AVX-512 F, BW and BF16).
