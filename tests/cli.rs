@@ -8,8 +8,8 @@ use std::process::Output;
 
 use common::hub_server::{COMMIT, HubServer, Repo, TOKEN};
 use common::{
-    assert_clean_failure, command_line, expected_json, minordpo, minordpo_env, model_dir, stderr,
-    words,
+    assert_clean_failure, command_line, expected_json, minordpo, minordpo_env, minordpo_ok,
+    model_dir, stderr, words,
 };
 
 /// Copies a fixture model into a fresh temporary directory for tampering.
@@ -228,17 +228,21 @@ fn generate_applies_a_peft_adapter() {
     assert_ne!(base, tuned, "the adapter should change greedy output");
 }
 
+/// Runs `bench` with `args`: it succeeds and prints one line, its JSON report.
+fn bench_report(args: &[&str]) -> serde_json::Value {
+    let out = minordpo_ok(args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 #[test]
 fn bench_prints_one_json_line_with_its_figures() {
     let model = model_dir("llama3");
     for (what, value) in [("--preset", "tiny"), ("--model", model.to_str().unwrap())] {
         let mut args = words("--device cpu bench --batch-size 2 --seq-len 16 --steps 2");
         args.extend(["--warmup", "0", "--logprob-chunk", "8", what, value]);
-        let out = minordpo(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(stdout.lines().count(), 1, "{stdout}");
-        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let report = bench_report(&args);
         for key in [
             "tokens_per_second",
             "step_ms_median",
@@ -275,11 +279,7 @@ fn bench_decode_times_greedy_decoding() {
     for (what, value) in [("--preset", "tiny"), ("--model", model.to_str().unwrap())] {
         let mut args = words("--device cpu bench --decode 12 --batch-size 3 --prompt-len 5");
         args.extend(["--steps", "3", "--warmup", "0", what, value]);
-        let out = minordpo(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(stdout.lines().count(), 1, "{stdout}");
-        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let report = bench_report(&args);
         assert_eq!(report["mode"], "decode", "{report}");
         assert_eq!(report["new_tokens"], 12);
         assert_eq!(report["batch_size"], 3);
@@ -323,9 +323,7 @@ fn bench_reports_the_product_precision_and_refuses_an_impossible_one() {
         ("--matmul-precision f32", "f32"),
         ("--frozen-precision f32", "f32"),
     ] {
-        let out = minordpo(&words(&format!("{base} {flags}")));
-        assert!(out.status.success(), "{}", stderr(&out));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = bench_report(&words(&format!("{base} {flags}")));
         assert_eq!(report["matmul_precision"], want, "{flags}: {report}");
     }
     let out = minordpo(&words(&format!(
