@@ -29,3 +29,8 @@ pub mod tokenizer;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The library's own tests run on the binary's allocator.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: io::ProcessAllocator = io::ProcessAllocator;

@@ -1,12 +1,14 @@
 //! What every stage reads and writes: atomic file and directory writes, RON and JSON files, content
-//! hashes, and the crate's seeded random numbers.
+//! hashes, the crate's seeded random numbers, and the process's allocator.
 
 pub mod atomic;
 pub mod hash;
+pub mod large_blocks;
 pub mod rng;
 pub mod ron_file;
 
 pub use atomic::{write_dir, write_file};
+pub use large_blocks::ProcessAllocator;
 pub use rng::Rng;
 pub use ron_file::{parse_ron, read_ron, to_ron};
 

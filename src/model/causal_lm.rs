@@ -131,7 +131,20 @@ impl CausalLm {
         Self::from_checkpoint(config, &mut weights, device, frozen)
     }
 
+    /// The model of `config` with the weights of `ckpt`, in fresh memory
+    /// ([`crate::io::large_blocks::with_fresh_blocks`]).
     fn from_checkpoint(
+        config: ModelConfig,
+        ckpt: &mut dyn WeightSource,
+        device: &Device,
+        frozen: Storage,
+    ) -> Result<Self> {
+        crate::io::large_blocks::with_fresh_blocks(|| {
+            Self::read_checkpoint(config, ckpt, device, frozen)
+        })
+    }
+
+    fn read_checkpoint(
         config: ModelConfig,
         ckpt: &mut dyn WeightSource,
         device: &Device,

@@ -38,7 +38,8 @@ pub enum Weight {
 /// Stores a frozen dense matrix in `dtype`; a trained one stays as it is.
 pub(crate) fn narrow_frozen(param: &mut Param<Tensor<2>>, dtype: FloatDType) {
     if !param.val().is_require_grad() {
-        *param = Param::from_tensor(param.val().cast(dtype)).set_require_grad(false);
+        let narrowed = crate::io::large_blocks::with_fresh_blocks(|| param.val().cast(dtype));
+        *param = Param::from_tensor(narrowed).set_require_grad(false);
     }
 }
 
