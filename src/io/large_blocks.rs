@@ -7,7 +7,7 @@
 //! heaps of the arenas that rayon's threads allocate from (every command runs on one of them);
 //! Windows' heap serves large blocks straight from `VirtualAlloc`. Each reuse then page-faults and
 //! zero-fills every page again: on the real SmolLM2, `eval` of 64 pairs spent 20 of its 51 s in
-//! the kernel, 8.1 M minor faults (docs/performance.md "Memory").
+//! the kernel, 8.1 M minor faults (docs/performance.md "What made it faster").
 //!
 //! Blocks of at least [`MIN_BLOCK`] bytes are rounded up to a size class (eight per doubling,
 //! so at most 12.5% larger) and, when freed, kept by class, up to [`CAPACITY`] bytes and
@@ -72,9 +72,10 @@ impl Kept {
             .max_by_key(|&i| self.blocks[i].freed_at)
     }
 
-    /// The block freed longest ago.
-    fn oldest(&self) -> Option<usize> {
-        (0..self.len).min_by_key(|&i| self.blocks[i].freed_at)
+    /// Takes out the block freed longest ago.
+    fn pop_oldest(&mut self) -> Option<Block> {
+        let oldest = (0..self.len).min_by_key(|&i| self.blocks[i].freed_at)?;
+        Some(self.remove(oldest))
     }
 
     /// Takes block `i` out (the last one moves into its place).
@@ -201,7 +202,7 @@ impl LargeBlockCache {
                     kept.bytes += class.size();
                     return None;
                 }
-                kept.oldest().map(|i| kept.remove(i))
+                kept.pop_oldest()
             });
             match evicted {
                 // SAFETY: a kept block was allocated by the system with its layout.
@@ -311,7 +312,7 @@ mod tests {
 
     /// Gives every kept block back (a test's cache is not the process's allocator).
     fn release(cache: &LargeBlockCache) {
-        while let Some(block) = cache.with_kept(|kept| kept.oldest().map(|i| kept.remove(i))) {
+        while let Some(block) = cache.with_kept(Kept::pop_oldest) {
             unsafe { System.dealloc(block.ptr, block.layout) };
         }
     }
