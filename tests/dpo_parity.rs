@@ -438,6 +438,45 @@ fn evaluation_applies_no_lora_dropout() {
     );
 }
 
+/// A model with no adapter on is its own reference: evaluation scores it once, and the policy
+/// and reference columns both equal the base's log-probs as a live reference pass (adapters
+/// off) computes them for the same model with an adapter.
+#[test]
+fn a_model_without_adapters_is_its_own_reference() {
+    let dir = model_dir("qwen3");
+    let tokenizer = Tokenizer::load(&dir).unwrap();
+    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
+    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let device = Device::flex();
+    let mut model = CausalLm::load(&dir, &device).unwrap();
+    let setting = (2, LAYOUTS[1]);
+    let base = eval_pairs(&model, &pairs, LossKind::Sigmoid, setting, 4);
+    assert_eq!(base.policy_chosen, base.reference_chosen);
+    assert_eq!(base.policy_rejected, base.reference_rejected);
+    for loss in &base.loss {
+        assert!((loss - std::f64::consts::LN_2).abs() < 1e-6, "{loss}");
+    }
+    lora::attach(
+        &mut model,
+        &LoraSettings::on_every_projection(4, 8.0, 0.0),
+        3,
+        &device,
+    );
+    for (_, linear) in model.projections_mut() {
+        let lora = linear.lora.as_mut().unwrap();
+        lora.b = burn::module::Param::from_tensor(lora.b.val().ones_like() * 0.05);
+    }
+    let adapted = eval_pairs(&model, &pairs, LossKind::Sigmoid, setting, 4);
+    assert_ne!(adapted.policy_chosen, adapted.reference_chosen);
+    assert_eq!(base.reference_chosen, adapted.reference_chosen);
+    assert_eq!(base.reference_rejected, adapted.reference_rejected);
+    // Adapters switched off: the model is its own reference again.
+    lora::set_enabled(&mut model, false);
+    let off = eval_pairs(&model, &pairs, LossKind::Sigmoid, setting, 4);
+    assert_eq!(off.policy_chosen, base.policy_chosen);
+    assert_eq!(off.reference_rejected, base.reference_rejected);
+}
+
 /// Per-pair losses and every adapter factor's gradient (A then B, layer by layer) of one DPO
 /// micro-batch with a live reference, laid out as `layout`.
 fn losses_and_gradients(

@@ -68,6 +68,9 @@ pub enum Reference {
     Live,
     /// Precomputed per-pair `(chosen, rejected)` values of the batch's pairs, in order.
     Precomputed(Vec<(f64, f64)>),
+    /// The policy itself, detached: for a model with no adapter on, whose reference pass would
+    /// repeat the policy's to the bit.
+    Policy,
 }
 
 /// One scored micro-batch: per-pair losses `[B]` (with the policy's graph) and the statistics
@@ -86,11 +89,23 @@ pub fn score_pairs(
     chunk: usize,
 ) -> ScoredPairs {
     let device = batch.tokens.device();
-    let reference = match reference {
-        Reference::Live => reference_logps(model, batch, chunk),
-        Reference::Precomputed(values) => PairBatch::join_rows(&values, &device),
+    // The live reference runs first, so that its temporaries are freed before the policy's
+    // graph is built.
+    let (policy, reference) = match reference {
+        Reference::Live => {
+            let reference = reference_logps(model, batch, chunk);
+            (sequence_logps(model, batch, chunk), reference)
+        }
+        Reference::Precomputed(values) => (
+            sequence_logps(model, batch, chunk),
+            PairBatch::join_rows(&values, &device),
+        ),
+        Reference::Policy => {
+            let policy = sequence_logps(model, batch, chunk);
+            (policy.clone(), policy.detach())
+        }
     };
-    let logps = pair_logps(sequence_logps(model, batch, chunk), reference, batch);
+    let logps = pair_logps(policy, reference, batch);
     let losses = pair_losses(params, &logps);
     let stats = DeviceStats::new(params, &logps, losses.clone());
     ScoredPairs { losses, stats }

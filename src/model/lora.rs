@@ -159,6 +159,14 @@ pub fn set_enabled(model: &mut CausalLm, enabled: bool) {
     }
 }
 
+/// Whether any adapter of `model` is on: without one the model is its own reference.
+pub fn any_enabled(model: &CausalLm) -> bool {
+    model
+        .projections()
+        .iter()
+        .any(|(_, l)| l.lora.as_ref().is_some_and(|lora| lora.enabled))
+}
+
 /// An error naming the `lora_targets` config field when the model carries no adapter (the
 /// targets matched no projection).
 pub fn require_adapters(model: &CausalLm, targets: &str) -> Result<()> {
