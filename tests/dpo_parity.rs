@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use minordpo::data::{PairLayout, TokenizedPair, make_batch};
@@ -62,6 +62,25 @@ fn eval_pairs(
 
 fn dpo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpo")
+}
+
+/// The fixture's standard preference rows, tokenized for the model in `dir` (at most 48 tokens).
+fn standard_pairs(dir: &Path) -> Vec<TokenizedPair> {
+    let tokenizer = Tokenizer::load(dir).unwrap();
+    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
+    tokenize_rows(&rows.rows, &tokenizer, 48).unwrap().0
+}
+
+/// Adapters (r = 4, α = 8, `dropout`) on every projection, each B set to 0.05 everywhere so that
+/// they change the outputs.
+fn attach_nonzero_adapters(model: &mut CausalLm, dropout: f64, seed: u64, device: &Device) {
+    let settings = LoraSettings::on_every_projection(4, 8.0, dropout);
+    lora::attach(model, &settings, seed, device);
+    for (_, linear) in model.projections_mut() {
+        let lora = linear.lora.as_mut().unwrap();
+        let b = lora.b.val().ones_like() * 0.05;
+        lora.b = burn::module::Param::from_tensor(b);
+    }
 }
 
 const KINDS: [(LossKind, &str); 5] = [
@@ -200,9 +219,7 @@ fn narrow_frozen_weights_stay_close_to_trl() {
     )
     .unwrap();
     let dir = model_dir("qwen2");
-    let tokenizer = Tokenizer::load(&dir).unwrap();
-    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
-    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let pairs = standard_pairs(&dir);
     let device = Device::flex();
     let f32_bytes = precision::projection_weight_bytes(&CausalLm::load(&dir, &device).unwrap());
     for (precision, products, name, tolerance, bytes_in_32ths) in [
@@ -298,9 +315,7 @@ fn fresh_adapters_give_exactly_ln2() {
     let mut model = CausalLm::load(&dir, &device).unwrap();
     let settings = LoraSettings::on_every_projection(8, 16.0, 0.0);
     lora::attach(&mut model, &settings, 1, &device);
-    let tokenizer = Tokenizer::load(&dir).unwrap();
-    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
-    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let pairs = standard_pairs(&dir);
     let stats = eval_pairs(&model, &pairs, LossKind::Sigmoid, (2, LAYOUTS[2]), 0);
     for loss in &stats.loss {
         assert_eq!(*loss as f32, std::f32::consts::LN_2);
@@ -408,19 +423,11 @@ fn saving_an_adapter_replaces_the_directory_whole() {
 #[test]
 fn evaluation_applies_no_lora_dropout() {
     let dir = model_dir("llama3");
-    let tokenizer = Tokenizer::load(&dir).unwrap();
-    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
-    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let pairs = standard_pairs(&dir);
     let device = Device::flex().autodiff();
     let mut model = CausalLm::load(&dir, &device).unwrap();
-    let settings = LoraSettings::on_every_projection(4, 8.0, 0.5);
-    lora::attach(&mut model, &settings, 3, &device);
     // A nonzero B, so that dropout on the adapter input would change the outputs.
-    for (_, linear) in model.projections_mut() {
-        let lora = linear.lora.as_mut().unwrap();
-        let b = lora.b.val().ones_like() * 0.05;
-        lora.b = burn::module::Param::from_tensor(b);
-    }
+    attach_nonzero_adapters(&mut model, 0.5, 3, &device);
     let settings = PairScoring {
         params: params(LossKind::Sigmoid),
         batch_size: 2,
@@ -444,9 +451,7 @@ fn evaluation_applies_no_lora_dropout() {
 #[test]
 fn a_model_without_adapters_is_its_own_reference() {
     let dir = model_dir("qwen3");
-    let tokenizer = Tokenizer::load(&dir).unwrap();
-    let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
-    let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+    let pairs = standard_pairs(&dir);
     let device = Device::flex();
     let mut model = CausalLm::load(&dir, &device).unwrap();
     let setting = (2, LAYOUTS[1]);
@@ -456,16 +461,7 @@ fn a_model_without_adapters_is_its_own_reference() {
     for loss in &base.loss {
         assert!((loss - std::f64::consts::LN_2).abs() < 1e-6, "{loss}");
     }
-    lora::attach(
-        &mut model,
-        &LoraSettings::on_every_projection(4, 8.0, 0.0),
-        3,
-        &device,
-    );
-    for (_, linear) in model.projections_mut() {
-        let lora = linear.lora.as_mut().unwrap();
-        lora.b = burn::module::Param::from_tensor(lora.b.val().ones_like() * 0.05);
-    }
+    attach_nonzero_adapters(&mut model, 0.0, 3, &device);
     let adapted = eval_pairs(&model, &pairs, LossKind::Sigmoid, setting, 4);
     assert_ne!(adapted.policy_chosen, adapted.reference_chosen);
     assert_eq!(base.reference_chosen, adapted.reference_chosen);
@@ -523,24 +519,12 @@ fn losses_and_gradients(
 fn layouts_and_recomputed_layers_give_the_same_gradients() {
     for name in MODELS {
         let dir = model_dir(name);
-        let tokenizer = Tokenizer::load(&dir).unwrap();
-        let rows = load_preferences(&dpo_dir().join("standard.jsonl")).unwrap();
-        let (pairs, _) = tokenize_rows(&rows.rows, &tokenizer, 48).unwrap();
+        let pairs = standard_pairs(&dir);
         let pairs: Vec<&TokenizedPair> = pairs.iter().take(4).collect();
         let device = Device::flex().autodiff();
         let mut model = CausalLm::load(&dir, &device).unwrap();
-        lora::attach(
-            &mut model,
-            &LoraSettings::on_every_projection(4, 8.0, 0.0),
-            5,
-            &device,
-        );
         // A nonzero B, so that A gets a gradient too.
-        for (_, linear) in model.projections_mut() {
-            let lora = linear.lora.as_mut().unwrap();
-            let b = lora.b.val().ones_like() * 0.05;
-            lora.b = burn::module::Param::from_tensor(b);
-        }
+        attach_nonzero_adapters(&mut model, 0.0, 5, &device);
         model.attention_block = 0;
         let (losses, grads) = losses_and_gradients(&model, &pairs, LAYOUTS[0]);
         let scale = grads.iter().fold(0.0f32, |m, g| m.max(g.abs()));
