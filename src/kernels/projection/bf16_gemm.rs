@@ -42,8 +42,8 @@ const KC_PAIRS: usize = 128;
 /// The multiply-adds one packed weight value counts for when deciding whether a product is worth
 /// rayon's threads: every product packs the whole weight, which with a few rows (a batched
 /// decoding step) is most of its time. Counting multiply-adds alone left every SmolLM2 projection
-/// of a 5–7-row step on one thread; of 16, 32 and 64, 64 was best or within the noise at every row count
-/// (`bench --decode`, 2-core AVX-512 host, docs/performance.md "Decoding").
+/// of a 5–7-row step on one thread; of 16, 32 and 64, 64 was best or within the noise at every
+/// row count (`bench --decode`, 2-core AVX-512 host, docs/performance.md "Decoding").
 const PACKING_MACS: usize = 64;
 
 /// Whether this CPU runs the kernel (x86-64 with AVX-512 F, BW and BF16).
